@@ -1,0 +1,97 @@
+"""A kubectl-compatible endpoint backed by local processes.
+
+Try it (TLS + token, as kubectl requires for tokens):
+
+    python examples/kubectl_server.py --port 6443 --token s3cret --tls-dir /tmp/kube-demo
+    kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec demo -- uname -a
+    echo hi | kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec -i demo -- cat
+    kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml cp ./README.md demo:/tmp/README.copy
+    kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml port-forward demo 8080:8000
+    kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml attach -i demo
+
+`--tls-dir` writes a throwaway CA, server certificate and a matching kubeconfig
+(needs the `trustme` package); without it the server speaks plain HTTP and
+must be run with `--insecure-no-auth` (kubectl never sends tokens over HTTP):
+see examples/kubeconfig.yaml. The "pod" is named `demo` with container
+`main`; commands run in the server's working directory, without a shell;
+`attach` connects to a shared `cat -n` process unless `--attach` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import ssl
+import sys
+
+import trio
+
+from muxstream.remote import KubeApi, LocalBackend, RemoteServerConfig, bound_port, serve_remote
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: muxstream
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: muxstream
+  user:
+    token: {token}
+contexts:
+- name: muxstream
+  context: {{cluster: muxstream, user: muxstream, namespace: default}}
+current-context: muxstream
+"""
+
+
+def make_tls(directory: str, port: int, token: str) -> ssl.SSLContext:
+    """Write a CA, a server certificate and a kubeconfig; return the server context."""
+    import trustme
+
+    os.makedirs(directory, exist_ok=True)
+    ca = trustme.CA()
+    ca_path = os.path.join(directory, "ca.pem")
+    ca.cert_pem.write_to_path(ca_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with open(os.path.join(directory, "kubeconfig.yaml"), "w") as f:
+        f.write(KUBECONFIG.format(port=port, ca=ca_path, token=token))
+    return context
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    parser.add_argument("--port", type=int, default=6443)
+    parser.add_argument("--token", default=os.environ.get("MUXSTREAM_TOKEN"))
+    parser.add_argument("--tls-dir", help="write a CA, certificate and kubeconfig here; serve TLS")
+    parser.add_argument("--insecure-no-auth", action="store_true", help="no authentication")
+    parser.add_argument("--attach", default="cat -n", help="the process `kubectl attach` joins")
+    parser.add_argument("--allow", action="append", help="allowed argv[0] (repeatable)")
+    args = parser.parse_args()
+    context = make_tls(args.tls_dir, args.port, args.token or "") if args.tls_dir else None
+    async with LocalBackend(attach_commands={"main": shlex.split(args.attach)}) as backend:
+        config = RemoteServerConfig(
+            token=args.token,
+            insecure_no_auth=args.insecure_no_auth,
+            allowed_commands=args.allow,
+            backend=backend,
+            api=KubeApi({"demo": ["main"]}),
+        )
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                lambda task_status: serve_remote(
+                    config, args.port, host=args.host, ssl_context=context, task_status=task_status
+                )
+            )
+            print(f"serving on {args.host}:{bound_port(listeners)}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass

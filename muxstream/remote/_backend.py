@@ -1,0 +1,451 @@
+"""Exec backends: what runs the command behind an exec or attach request.
+
+The server knows protocols; a backend knows processes. :class:`LocalBackend`
+(the default) runs argv as a local subprocess, with a pseudo-terminal when the
+client asked for a TTY. :class:`FunctionBackend` runs an async Python function
+in-process (handy for sandboxes, REPLs and tests). Applications can implement
+:class:`ExecBackend` themselves (a container runtime, a VM, ...).
+
+Exit codes follow container runtimes: a process killed by signal N exits 128+N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import termios
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+import trio
+
+from ._pipe import open_pipe
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequest:
+    """One exec or attach request, as the query string described it."""
+
+    command: tuple[str, ...]
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    tty: bool = False
+    container: str = ""
+    pod: str = ""
+    namespace: str = "default"
+    attach: bool = False
+
+
+class ProcessHandle(Protocol):
+    """A running command, as the server drives it.
+
+    ``stdin`` is None unless the request asked for stdin; closing it means EOF.
+    ``stdout``/``stderr`` are None when not requested (with a TTY, stderr is
+    merged into stdout and is None). ``wait`` returns the exit code (0-255).
+    """
+
+    stdin: trio.abc.SendStream | None
+    stdout: trio.abc.ReceiveStream | None
+    stderr: trio.abc.ReceiveStream | None
+
+    async def resize(self, width: int, height: int) -> None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class ExecBackend(Protocol):
+    """Starts commands for exec and connects to running ones for attach."""
+
+    async def start(self, request: ExecRequest) -> ProcessHandle:
+        """Start ``request.command``. Raises OSError (or any Exception) if it cannot."""
+        ...
+
+    async def attach(self, request: ExecRequest) -> ProcessHandle:
+        """Connect to the process serving ``request.container``."""
+        ...
+
+
+def returncode_of(status: int) -> int:
+    """Map a Popen return code to a wire exit code (signal N -> 128+N)."""
+    return 128 - status if status < 0 else status & 0xFF
+
+
+class _PtyReceiveStream(trio.abc.ReceiveStream):
+    """The pty master's read side: EIO (all slave fds closed) reads as EOF."""
+
+    def __init__(self, fd_stream: trio.lowlevel.FdStream) -> None:
+        self._fd_stream = fd_stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            return await self._fd_stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, OSError) as exc:
+            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+            if isinstance(cause, OSError) and cause.errno == errno.EIO:
+                return b""
+            raise
+
+    async def aclose(self) -> None:
+        await self._fd_stream.aclose()
+
+
+class _PtyStdin(trio.abc.SendStream):
+    """The pty master's write side. Closing it types EOT (^D), as a user would:
+    a terminal has no half-close."""
+
+    def __init__(self, fd_stream: trio.lowlevel.FdStream) -> None:
+        self._fd_stream = fd_stream
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._fd_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._fd_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self._fd_stream.send_all(b"\x04")
+        await self._fd_stream.aclose()
+
+
+class LocalProcess:
+    """A local subprocess (see :class:`ProcessHandle`)."""
+
+    stdin: trio.abc.SendStream | None
+    stdout: trio.abc.ReceiveStream | None
+    stderr: trio.abc.ReceiveStream | None
+
+    def __init__(self, process: trio.Process, master_fd: int | None) -> None:
+        self._process = process
+        self._master_fd = master_fd
+        self.stdin = process.stdin
+        self.stdout = process.stdout
+        self.stderr = process.stderr
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    async def resize(self, width: int, height: int) -> None:
+        """Set the pty size (TIOCSWINSZ; the kernel signals SIGWINCH). No-op without a TTY."""
+        await trio.lowlevel.checkpoint()
+        if self._master_fd is not None and width > 0 and height > 0:
+            with contextlib.suppress(OSError):
+                winsize = struct.pack("HHHH", height, width, 0, 0)
+                fcntl.ioctl(self._master_fd, termios.TIOCSWINSZ, winsize)
+
+    async def wait(self) -> int:
+        status = await self._process.wait()
+        if self._master_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._master_fd)
+            self._master_fd = None
+        return returncode_of(status)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+
+
+def _become_tty_leader() -> None:  # runs in the child, between fork and exec
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def start_local_process(
+    request: ExecRequest,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LocalProcess:
+    """Start ``request.command`` as a subprocess (no shell: argv as given).
+
+    With ``request.tty`` the child gets a new session whose controlling terminal
+    is a fresh pty; stdout carries the terminal output and stderr is None.
+    Raises OSError (e.g. FileNotFoundError) if the program cannot start.
+    """
+    if not request.command:
+        raise ValueError("empty command")
+    argv = list(request.command)
+    if not request.tty:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if request.stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if request.stderr else subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+        )
+        return LocalProcess(process, None)
+    master, slave = os.openpty()
+    try:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            preexec_fn=_become_tty_leader,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    handle = LocalProcess(process, master)
+    handle.stdout = _PtyReceiveStream(trio.lowlevel.FdStream(os.dup(master)))
+    handle.stdin = _PtyStdin(trio.lowlevel.FdStream(os.dup(master))) if request.stdin else None
+    handle.stderr = None
+    return handle
+
+
+class _AttachTarget:
+    """A long-running process that attach clients share: output fans out to every
+    attached client from the moment it attaches; any client may write stdin."""
+
+    def __init__(self, process: LocalProcess) -> None:
+        self.process = process
+        self.subscribers: set[trio.abc.SendStream] = set()
+        self.exited = trio.Event()
+        self.returncode = 0
+
+    async def pump(self) -> None:
+        source = self.process.stdout
+        if source is not None:
+            async for chunk in source:
+                for subscriber in list(self.subscribers):
+                    try:
+                        await subscriber.send_all(chunk)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self.subscribers.discard(subscriber)
+        self.returncode = await self.process.wait()
+        for subscriber in list(self.subscribers):
+            await subscriber.aclose()
+        self.subscribers.clear()
+        self.exited.set()
+
+
+class _AttachedStdin(trio.abc.SendStream):
+    """stdin of an attached client: closing it detaches, it does not close the
+    process's stdin (kubelet's behaviour unless the container is ``stdinOnce``)."""
+
+    def __init__(self, target: _AttachTarget) -> None:
+        self._target = target
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        stdin = self._target.process.stdin
+        if stdin is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await stdin.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class _AttachHandle:
+    stdin: trio.abc.SendStream | None
+    stdout: trio.abc.ReceiveStream | None
+    stderr: trio.abc.ReceiveStream | None
+
+    def __init__(self, target: _AttachTarget, request: ExecRequest) -> None:
+        self._target = target
+        send, receive = open_pipe()
+        self._send = send
+        target.subscribers.add(send)
+        self.stdin = _AttachedStdin(target) if request.stdin else None
+        self.stdout = receive
+        self.stderr = None
+
+    async def resize(self, width: int, height: int) -> None:
+        await self._target.process.resize(width, height)
+
+    async def wait(self) -> int:
+        await self._target.exited.wait()
+        return self._target.returncode
+
+    def kill(self) -> None:
+        # Detach only: the shared process outlives one client.
+        self._target.subscribers.discard(self._send)
+        self._send.close_sync()
+
+
+@dataclass
+class LocalBackend:
+    """Runs exec commands as local subprocesses; attach connects to long-running
+    processes started from ``attach_commands`` (container name -> argv).
+
+    Use ``async with LocalBackend(...)`` when attach targets are configured (the
+    shared processes live in the backend's nursery and are killed on exit);
+    exec alone works without entering it.
+
+    ``attach_tty`` runs attach targets on a pty (output merged, resize honoured).
+    """
+
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    attach_commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    attach_tty: bool = False
+    _nursery: trio.Nursery | None = field(default=None, init=False, repr=False)
+    _exit_stack: contextlib.AsyncExitStack | None = field(default=None, init=False, repr=False)
+    _targets: dict[str, _AttachTarget] = field(default_factory=dict, init=False, repr=False)
+    _lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
+
+    async def __aenter__(self) -> LocalBackend:
+        stack = contextlib.AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._exit_stack is not None
+        for target in self._targets.values():
+            target.process.kill()
+        self._nursery = None
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+    async def start(self, request: ExecRequest) -> ProcessHandle:
+        return await start_local_process(request, cwd=self.cwd, env=self.env)
+
+    async def attach(self, request: ExecRequest) -> ProcessHandle:
+        async with self._lock:
+            target = self._targets.get(request.container)
+            if target is None or target.exited.is_set():
+                argv = self.attach_commands.get(request.container)
+                if argv is None:
+                    raise LookupError(f"container {request.container!r} has nothing to attach to")
+                if self._nursery is None:
+                    raise RuntimeError("attach needs `async with LocalBackend(...)`")
+                spec = ExecRequest(
+                    tuple(argv),
+                    stdin=True,
+                    stdout=True,
+                    stderr=False,
+                    tty=self.attach_tty,
+                    container=request.container,
+                )
+                process = await start_local_process(spec, cwd=self.cwd, env=self.env)
+                target = _AttachTarget(process)
+                self._targets[request.container] = target
+                self._nursery.start_soon(target.pump)
+            return _AttachHandle(target, request)
+
+
+ExecFunction = Callable[
+    [ExecRequest, trio.abc.ReceiveStream, trio.abc.SendStream, trio.abc.SendStream],
+    Awaitable[int],
+]
+
+
+class _FunctionProcess:
+    stdin: trio.abc.SendStream | None
+    stdout: trio.abc.ReceiveStream | None
+    stderr: trio.abc.ReceiveStream | None
+
+    def __init__(self, request: ExecRequest) -> None:
+        self.request = request
+        stdin_send, self.stdin_receive = open_pipe()
+        self.stdout_send, stdout_receive = open_pipe()
+        self.stderr_send, stderr_receive = open_pipe()
+        self.stdin = stdin_send if request.stdin else None
+        self.stdout = stdout_receive
+        self.stderr = None if request.tty else stderr_receive
+        self.sizes: list[tuple[int, int]] = []
+        self.done = trio.Event()
+        self.returncode = 0
+        self.cancel_scope = trio.CancelScope()
+        if not request.stdin:
+            stdin_send.close_sync()
+
+    async def resize(self, width: int, height: int) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sizes.append((width, height))
+
+    async def wait(self) -> int:
+        await self.done.wait()
+        return self.returncode
+
+    def kill(self) -> None:
+        self.cancel_scope.cancel()
+
+
+class FunctionBackend:
+    """Runs exec requests as an async Python function, in-process.
+
+    ``function(request, stdin, stdout, stderr)`` returns the exit code; an
+    exception becomes exit code 1 (its text goes to stderr). With a TTY, writes
+    to ``stderr`` go to stdout, as on a terminal. Attach runs the same function.
+    The backend must be entered (``async with``) so the functions have a nursery.
+    """
+
+    def __init__(self, function: ExecFunction) -> None:
+        self._function = function
+        self._nursery: trio.Nursery | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> FunctionBackend:
+        stack = contextlib.AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._exit_stack is not None and self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+    async def start(self, request: ExecRequest) -> ProcessHandle:
+        if self._nursery is None:
+            raise RuntimeError("use `async with FunctionBackend(...)`")
+        process = _FunctionProcess(request)
+        self._nursery.start_soon(self._run, process)
+        await trio.lowlevel.checkpoint()
+        return process
+
+    attach = start
+
+    async def _run(self, process: _FunctionProcess) -> None:
+        stderr = process.stdout_send if process.request.tty else process.stderr_send
+        try:
+            with process.cancel_scope:
+                process.returncode = await self._function(
+                    process.request, process.stdin_receive, process.stdout_send, stderr
+                )
+            if process.cancel_scope.cancelled_caught:
+                process.returncode = 128 + signal.SIGKILL
+        except Exception as exc:  # the function's failure is the command's failure
+            process.returncode = 1
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stderr.send_all(f"{type(exc).__name__}: {exc}\n".encode())
+        finally:
+            for stream in (process.stdout_send, process.stderr_send):
+                await stream.aclose()
+            await process.stdin_receive.aclose()
+            process.done.set()

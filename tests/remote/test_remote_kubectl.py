@@ -1,0 +1,98 @@
+"""The real kubectl (v1.32) against the muxstream endpoint, over WebSocket and SPDY."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from ._kube_helpers import KUBECTL, kube_endpoint
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+
+TRANSPORTS = ["websocket"]
+#: Size of the file `kubectl cp` copies each way (MUXSTREAM_TEST_CP_MIB to raise it).
+CP_MIB = int(os.environ.get("MUXSTREAM_TEST_CP_MIB", "8"))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_exec_with_stdin(tmp_path: Path, transport: str) -> None:
+    async with kube_endpoint(tmp_path) as endpoint:
+        result = await endpoint.kubectl(
+            "exec",
+            "-i",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done >&2",
+            transport=transport,
+            stdin=b"hello kubectl\n",
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"HELLO KUBECTL\n"
+    assert result.stderr == b"done\n"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_exec_passes_exit_code(tmp_path: Path, transport: str) -> None:
+    async with kube_endpoint(tmp_path) as endpoint:
+        result = await endpoint.kubectl(
+            "exec", "demo", "--", "sh", "-c", "echo partial; exit 42", transport=transport
+        )
+    assert result.returncode == 42
+    assert result.stdout == b"partial\n"
+    assert b"command terminated with exit code 42" in result.stderr
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_cp_both_ways_keeps_every_byte(tmp_path: Path, transport: str) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(CP_MIB * 1024 * 1024))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    async with kube_endpoint(tmp_path) as endpoint:
+        up = await endpoint.kubectl(
+            "cp", str(source), f"demo:{tmp_path}/remote.bin", transport=transport
+        )
+        assert up.returncode == 0, up.stderr
+        assert hashlib.sha256((tmp_path / "remote.bin").read_bytes()).hexdigest() == digest
+        down = await endpoint.kubectl(
+            "cp", f"demo:{tmp_path}/remote.bin", str(tmp_path / "back.bin"), transport=transport
+        )
+        assert down.returncode == 0, down.stderr
+    assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_attach(tmp_path: Path, transport: str) -> None:
+    async with kube_endpoint(tmp_path) as endpoint:
+        result = await endpoint.kubectl(
+            "attach", "-i", "demo", transport=transport, stdin=b"hello\nquit\n"
+        )
+    assert result.returncode == 0, result.stderr
+    assert b"got hello" in result.stdout
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_refused_without_the_token(tmp_path: Path, transport: str) -> None:
+    marker = tmp_path / "ran"
+    async with kube_endpoint(tmp_path) as endpoint:
+        result = await endpoint.kubectl(
+            "exec", "demo", "--", "touch", str(marker), transport=transport, token="wrong"
+        )
+    assert result.returncode != 0
+    assert b"Unauthorized" in result.stderr or b"credentials" in result.stderr
+    assert not marker.exists()
+
+
+async def test_kubectl_refused_command_not_in_allow_list(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    async with kube_endpoint(tmp_path, allowed_commands={"echo"}) as endpoint:
+        ok = await endpoint.kubectl("exec", "demo", "--", "echo", "fine")
+        refused = await endpoint.kubectl("exec", "demo", "--", "touch", str(marker))
+    assert ok.returncode == 0 and ok.stdout == b"fine\n"
+    assert refused.returncode != 0
+    assert b"not allowed" in refused.stderr
+    assert not marker.exists()
