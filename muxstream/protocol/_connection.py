@@ -440,15 +440,25 @@ class Connection:
         """Half-close our side: an empty DATA frame with FIN."""
         self.send_data(stream_id, b"", end_stream=True)
 
-    def reset_stream(self, stream_id: int, status: int = RstStatus.CANCEL) -> None:
-        """Abort a stream (RST_STREAM). Resetting a closed or unknown stream is a no-op."""
+    def reset_stream(
+        self, stream_id: int, status: int = RstStatus.CANCEL, *, ordered: bool = False
+    ) -> None:
+        """Abort a stream (RST_STREAM). Resetting a closed or unknown stream is a no-op.
+
+        The RST goes ahead of queued DATA, unless ``ordered``: then it follows the
+        stream's queued data and FIN (a close that still delivers what was sent).
+        """
         self._check_usable()
         st = self._streams.pop(stream_id, None)
         if st is None:
             return
         st.state = StreamState.RESET
         self._remember_reset(stream_id)
-        self._urgent.append(RstStreamFrame(stream_id, int(status)))
+        frame = RstStreamFrame(stream_id, int(status))
+        if ordered:
+            self._queue_ordered(frame, 16)
+        else:
+            self._urgent.append(frame)
 
     def ping(self) -> int:
         """Queue a PING and return its id (odd for clients, even for servers)."""

@@ -1,0 +1,267 @@
+"""Stream: one multiplexed stream, a ``trio.abc.HalfCloseableStream``.
+
+A Stream never touches the transport. Sending queues DATA on the session's
+sans-IO connection and wakes the writer task; receiving takes bytes the reader
+task already put in this stream's buffer. Every async method is a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+from trio.lowlevel import ParkingLot, checkpoint
+
+from ._errors import StreamResetError
+from .protocol import Headers, RstStatus
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+_EMPTY_HEADERS = Headers()
+
+
+class Stream(trio.abc.HalfCloseableStream):
+    """One bidirectional byte stream of a :class:`~muxstream.Session`.
+
+    Attributes:
+        stream_id: the SPDY stream id (odd if the client opened it).
+        headers: the SYN_STREAM headers (ours if we opened it, the peer's if accepted).
+        reply_headers: the SYN_REPLY headers (the peer's if we opened it).
+        extra_headers: headers from later HEADERS frames, merged.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_buffer",
+        "_buffered",
+        "_busy_receive",
+        "_busy_send",
+        "_eof",
+        "_local_closed",
+        "_lot",
+        "_replied",
+        "_sent_eof",
+        "_session",
+        "extra_headers",
+        "headers",
+        "local",
+        "reply_headers",
+        "stream_id",
+    )
+
+    def __init__(self, session: Session, stream_id: int, headers: Headers, *, local: bool):
+        self._session = session
+        self.stream_id = stream_id
+        self.headers = headers
+        self.reply_headers: Headers = _EMPTY_HEADERS
+        self.extra_headers: Headers = _EMPTY_HEADERS
+        self.local = local
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False  # the peer sent FIN
+        self._sent_eof = False  # we sent FIN
+        self._local_closed = False  # aclose() or reset() here
+        self._broken: BaseException | None = None  # why it can no longer work
+        self._replied = False
+        self._busy_send = False
+        self._busy_receive = False
+        # One lot for every waiter on this stream (senders, receivers, openers):
+        # wake-ups are rare enough that waking them all and letting each re-check
+        # is cheaper than three lots per stream (10,000 idle streams).
+        self._lot = ParkingLot()
+
+    def __repr__(self) -> str:
+        return f"<muxstream.Stream id={self.stream_id} headers={dict(self.headers)!r}>"
+
+    # --- called by the session ------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._lot:
+            self._lot.unpark_all()
+
+    def _feed(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self._wake()
+
+    def _mark_broken(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc
+        self._wake()
+
+    # --- state checks -----------------------------------------------------------
+
+    def _raise_broken(self) -> None:
+        exc = self._broken
+        assert exc is not None
+        if type(exc).__name__ == "_LocalClose":
+            raise trio.ClosedResourceError(str(exc))
+        if isinstance(exc, StreamResetError):
+            raise trio.BrokenResourceError(str(exc)) from exc
+        raise trio.BrokenResourceError(f"stream {self.stream_id}: {exc}") from exc
+
+    def _check_send(self) -> None:
+        if self._local_closed:
+            raise trio.ClosedResourceError("stream was closed")
+        if self._sent_eof:
+            raise trio.ClosedResourceError("send_eof() was called on this stream")
+        if self._broken is not None:
+            self._raise_broken()
+
+    # --- sending ------------------------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``; returns once all of it is queued for the writer task.
+
+        Waits for the peer's flow-control window (muxstream peers) and for room
+        in the session's write buffer, so memory stays bounded.
+
+        Raises:
+            trio.BusyResourceError: another task is sending on this stream.
+            trio.ClosedResourceError: this stream was closed or half-closed here.
+            trio.BrokenResourceError: the stream was reset or the session broke.
+        """
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._busy_send = True
+        try:
+            self._check_send()
+            if not isinstance(data, bytes):
+                data = bytes(data)  # the caller may reuse its buffer once we return
+            view = memoryview(data)
+            total = len(data)
+            off = 0
+            session = self._session
+            conn = session._conn
+            if not total:
+                await checkpoint()
+                return
+            while off < total:
+                room = session._send_room(self)
+                if room <= 0:
+                    await self._lot.park()
+                    self._check_send()
+                    continue
+                n = min(room, total - off)
+                conn.send_data(self.stream_id, view[off : off + n] if n < total else data)
+                off += n
+                session._data_queued()
+            await checkpoint()
+        finally:
+            self._busy_send = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the window and the session's write buffer have room."""
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._busy_send = True
+        try:
+            self._check_send()
+            while self._session._send_room(self) <= 0:
+                await self._lot.park()
+                if self._local_closed or self._broken is not None or self._sent_eof:
+                    break
+            await checkpoint()
+        finally:
+            self._busy_send = False
+
+    async def send_eof(self) -> None:
+        """Half-close: send FIN. We may still receive. Idempotent."""
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        if self._local_closed:
+            raise trio.ClosedResourceError("stream was closed")
+        await checkpoint()
+        if self._sent_eof:
+            return
+        if self._broken is not None:
+            self._raise_broken()
+        self._session._end_stream(self)
+
+    # --- receiving ----------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive up to ``max_bytes``; ``b""`` once the peer sent FIN and all was read.
+
+        Raises:
+            trio.BusyResourceError: another task is receiving on this stream.
+            trio.ClosedResourceError: this stream was closed here.
+            trio.BrokenResourceError: the stream was reset or the connection was
+                lost before the peer ended the stream (data before that is still
+                delivered first).
+        """
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._busy_receive:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._busy_receive = True
+        try:
+            while True:
+                if self._local_closed:
+                    raise trio.ClosedResourceError("stream was closed")
+                if self._buffer:
+                    data = self._take(max_bytes)
+                    await checkpoint()
+                    return data
+                if self._eof:
+                    await checkpoint()
+                    return b""
+                if self._broken is not None:
+                    self._raise_broken()
+                await self._lot.park()
+        finally:
+            self._busy_receive = False
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        buf = self._buffer
+        first = buf[0]
+        if max_bytes is None or len(first) <= max_bytes:
+            buf.popleft()
+            data = first
+        else:
+            data = first[:max_bytes]
+            buf[0] = first[max_bytes:]
+        n = len(data)
+        self._buffered -= n
+        self._session._consumed(self, n)
+        return data
+
+    # --- closing ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close this stream here; never waits on I/O.
+
+        Queues FIN after any queued data; if the peer is still sending, also
+        queues RST_STREAM(CANCEL) behind it so the peer stops. Blocked calls on
+        this stream raise ``trio.ClosedResourceError``.
+        """
+        if not self._local_closed:
+            self._session._close_stream(self)
+        await checkpoint()
+
+    def reset(self, status: int = RstStatus.CANCEL) -> None:
+        """Abort the stream now (RST_STREAM, ahead of queued data). Never blocks."""
+        if self._local_closed:
+            return
+        self._session._reset_stream(self, status)
+
+    # --- convenience ----------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes waiting to be read."""
+        return self._buffered
+
+    @property
+    def eof_received(self) -> bool:
+        """The peer sent FIN."""
+        return self._eof
+
+    async def receive_all(self) -> bytes:
+        """Read until the peer's FIN and return everything received."""
+        parts: list[bytes] = []
+        while chunk := await self.receive_some():
+            parts.append(chunk)
+        return b"".join(parts)

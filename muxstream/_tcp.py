@@ -1,0 +1,87 @@
+"""TCP (and TLS) helpers: a session over a socket in one call."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._session import CLIENT, SERVER, Session, open_session
+
+logger = logging.getLogger("muxstream")
+
+#: seconds a TLS handshake may take before the connection is dropped.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+SessionHandler = Callable[[Session], Awaitable[object]]
+
+
+@asynccontextmanager
+async def open_tcp_session(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    **options: Any,
+) -> AsyncIterator[Session]:
+    """Connect to ``host:port`` (TLS if ``ssl_context``) and run a client session.
+
+    Options are those of :func:`open_session`.
+    """
+    tcp = await trio.open_tcp_stream(host, port)
+    transport: trio.abc.Stream = tcp
+    if ssl_context is not None:
+        tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
+        try:
+            with trio.fail_after(handshake_timeout):
+                await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        transport = tls
+    async with open_session(transport, role=CLIENT, **options) as session:
+        yield session
+
+
+async def serve_tcp(
+    handler: SessionHandler,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Accept TCP connections on ``host:port`` and run ``await handler(session)`` for each.
+
+    Like ``trio.serve_tcp``: runs until cancelled, and ``task_status.started`` gets
+    the listeners (``port=0`` picks a free port). Binds loopback unless told
+    otherwise. When the handler returns, its session closes gracefully. An
+    exception in one handler is logged and closes only that connection.
+    """
+
+    async def on_connection(tcp: trio.SocketStream) -> None:
+        transport: trio.abc.Stream = tcp
+        try:
+            if ssl_context is not None:
+                tls = trio.SSLStream(tcp, ssl_context, server_side=True)
+                with trio.fail_after(handshake_timeout):
+                    await tls.do_handshake()
+                transport = tls
+            async with open_session(transport, role=SERVER, **options) as session:
+                await handler(session)
+        except Exception as exc:
+            logger.warning("connection handler failed: %r", exc, exc_info=exc)
+            await trio.aclose_forcefully(transport)
+
+    await trio.serve_tcp(
+        on_connection, port, host=host, handler_nursery=handler_nursery, task_status=task_status
+    )
