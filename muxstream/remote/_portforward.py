@@ -1,19 +1,145 @@
-"""Port-forward over SPDY and the WebSocket SPDY tunnel. Pending the session layer."""
+"""Port-forward over SPDY and over the WebSocket SPDY tunnel, server side.
+
+Theory of operation (kubelet cri/streaming/portforward/httpstream.go, client-go
+tools/portforward/portforward.go): per forwarded connection the client opens an
+``error`` and a ``data`` stream carrying the same ``port`` and ``requestid``
+headers. Once both are here we dial ``forward_host:port`` and copy both ways.
+When the target finishes sending we FIN ``data``; the client then resets
+``data`` and waits for EOF on ``error``, so ``error`` is always FINed at the
+end, after a one-line reason if the dial or the copy failed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
 import trio
 
-from ._ws import WebSocket
+import muxstream
+
+from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
+from ._ws import WebSocket, WebSocketByteStream
+
+if TYPE_CHECKING:
+    from ._server import RemoteServerConfig
+
+logger = logging.getLogger("muxstream.remote")
+
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+COPY_SIZE = 256 * 1024
 
 
-async def serve_port_forward_spdy(stream: trio.abc.Stream, config: object) -> None:
-    """Serve port-forward over an upgraded SPDY connection (not implemented yet)."""
-    await stream.aclose()
-    raise NotImplementedError("port-forward needs the session layer")
+async def _copy(source: trio.abc.ReceiveStream, sink: trio.abc.HalfCloseableStream) -> None:
+    """Copy to EOF, then half-close ``sink``. Errors end the copy quietly."""
+    with contextlib.suppress(*_GONE, OSError):
+        while data := await source.receive_some(COPY_SIZE):
+            await sink.send_all(data)
+        await sink.send_eof()
 
 
-async def serve_port_forward_tunnel(websocket: WebSocket, config: object) -> None:
-    """Serve port-forward over ``SPDY/3.1+portforward.k8s.io`` (not implemented yet)."""
-    await websocket.stream.aclose()
-    raise NotImplementedError("port-forward needs the session layer")
+async def _forward(
+    error: muxstream.Stream,
+    data: muxstream.Stream,
+    config: RemoteServerConfig,
+    pod: str,
+) -> None:
+    port_text = data.headers.get(PORT_HEADER, "")
+    reason: str | None = None
+    try:
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(port_text)
+    except ValueError:
+        reason = f"invalid port {port_text!r}"
+        port = 0
+    if reason is None and config.allowed_ports is not None and port not in config.allowed_ports:
+        reason = "port is not allowed"
+    target: trio.SocketStream | None = None
+    if reason is None:
+        try:
+            target = await trio.open_tcp_stream(config.forward_host, port)
+        except OSError as exc:
+            reason = f"dial tcp {config.forward_host}:{port}: {exc.strerror or exc}"
+    try:
+        if target is not None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_copy, data, target)
+                await _copy(target, data)
+                # The target is done sending; the client resets data once it has
+                # read everything, which ends the other copy.
+        if reason is not None:
+            message = f"error forwarding port {port} to pod {pod}, uid : {reason}"
+            logger.info("%s", message)
+            with contextlib.suppress(*_GONE):
+                await error.send_all(message.encode())
+        with contextlib.suppress(*_GONE):
+            await error.send_eof()
+    finally:
+        await data.aclose()
+        await error.aclose()
+        if target is not None:
+            await target.aclose()
+
+
+async def serve_port_forward_session(
+    transport: trio.abc.Stream, config: RemoteServerConfig, pod: str
+) -> None:
+    """Serve port-forward streams on ``transport`` until the client closes it."""
+    async with muxstream.open_session(
+        transport,
+        role=muxstream.SERVER,
+        close_timeout=config.close_timeout,
+        **config.session_options,
+    ) as session:
+        pairs: dict[str, dict[str, muxstream.Stream]] = {}
+        async with trio.open_nursery() as nursery:
+
+            async def expire(request_id: str) -> None:
+                await trio.sleep(config.stream_creation_timeout)
+                pair = pairs.pop(request_id, None)
+                if pair:
+                    logger.warning("request %s: timed out waiting for streams", request_id)
+                    for stream in pair.values():
+                        stream.reset()
+
+            with contextlib.suppress(*_GONE):
+                async for stream in session:
+                    kind = stream.headers.get(STREAM_TYPE_HEADER, "")
+                    request_id = stream.headers.get(REQUEST_ID_HEADER)
+                    if request_id is None:
+                        # Old clients: consecutive ids, error first (kubelet's guess).
+                        offset = 0 if kind == StreamType.ERROR else 2
+                        request_id = str(stream.stream_id - offset)
+                    if kind not in (StreamType.ERROR, StreamType.DATA):
+                        stream.reset()
+                        continue
+                    pair = pairs.get(request_id)
+                    if pair is None:
+                        pair = pairs[request_id] = {}
+                        nursery.start_soon(expire, request_id)
+                    if kind in pair:
+                        stream.reset()
+                        continue
+                    pair[kind] = stream
+                    if len(pair) == 2:
+                        del pairs[request_id]
+                        nursery.start_soon(
+                            _forward, pair[StreamType.ERROR], pair[StreamType.DATA], config, pod
+                        )
+            nursery.cancel_scope.cancel()
+
+
+async def serve_port_forward_spdy(
+    transport: trio.abc.Stream, config: RemoteServerConfig, pod: str
+) -> None:
+    """Port-forward over an upgraded SPDY connection."""
+    await serve_port_forward_session(transport, config, pod)
+
+
+async def serve_port_forward_tunnel(
+    websocket: WebSocket, config: RemoteServerConfig, pod: str
+) -> None:
+    """Port-forward over ``SPDY/3.1+portforward.k8s.io``: SPDY inside binary messages."""
+    await serve_port_forward_session(WebSocketByteStream(websocket), config, pod)

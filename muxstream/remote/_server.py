@@ -208,11 +208,12 @@ class RemoteServer:
                 ("sec-websocket-protocol", protocol),
             ]
         )
+        logger.info("%s %s: WebSocket %s", target.kind, target.pod, protocol)
         websocket = WebSocket(stream, client=False)
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_tunnel
 
-            await serve_port_forward_tunnel(websocket, self.config)
+            await serve_port_forward_tunnel(websocket, self.config, target.pod)
         else:
             await serve_exec_websocket(
                 websocket,
@@ -250,10 +251,11 @@ class RemoteServer:
                 (PROTOCOL_VERSION_HEADER, protocol),
             ]
         )
+        logger.info("%s %s: SPDY %s", target.kind, target.pod, protocol)
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_spdy
 
-            await serve_port_forward_spdy(stream, self.config)
+            await serve_port_forward_spdy(stream, self.config, target.pod)
         else:
             from ._exec_spdy import serve_exec_spdy
 

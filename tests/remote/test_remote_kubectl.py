@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
+import trio
 
 from ._kube_helpers import KUBECTL, kube_endpoint
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
-TRANSPORTS = ["websocket"]
+TRANSPORTS = ["websocket", "spdy"]
 #: Size of the file `kubectl cp` copies each way (MUXSTREAM_TEST_CP_MIB to raise it).
 CP_MIB = int(os.environ.get("MUXSTREAM_TEST_CP_MIB", "8"))
 
 
+def _used(caplog: pytest.LogCaptureFixture, transport: str) -> bool:
+    wanted = "WebSocket" if transport == "websocket" else "SPDY"
+    return any(wanted in r.getMessage() for r in caplog.records if r.name == "muxstream.remote")
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_kubectl_exec_with_stdin(tmp_path: Path, transport: str) -> None:
+async def test_kubectl_exec_with_stdin(
+    tmp_path: Path, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="muxstream.remote")
     async with kube_endpoint(tmp_path) as endpoint:
         result = await endpoint.kubectl(
             "exec",
@@ -34,6 +46,7 @@ async def test_kubectl_exec_with_stdin(tmp_path: Path, transport: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"HELLO KUBECTL\n"
     assert result.stderr == b"done\n"
+    assert _used(caplog, transport)  # no silent fallback
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -96,3 +109,68 @@ async def test_kubectl_refused_command_not_in_allow_list(tmp_path: Path) -> None
     assert refused.returncode != 0
     assert b"not allowed" in refused.stderr
     assert not marker.exists()
+
+
+async def _echo_handler(stream: trio.SocketStream) -> None:
+    async with stream:
+        async for chunk in stream:
+            await stream.send_all(chunk)
+        await stream.send_eof()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_port_forward_to_echo_server(
+    tmp_path: Path, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="muxstream.remote")
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, _echo_handler, 0, host="127.0.0.1")
+        )
+        echo_port = listeners[0].socket.getsockname()[1]
+        async with kube_endpoint(tmp_path) as endpoint:
+            assert KUBECTL is not None
+            process = await trio.lowlevel.open_process(
+                [
+                    KUBECTL,
+                    f"--kubeconfig={endpoint.kubeconfig}",
+                    f"--cache-dir={endpoint.cache_dir}",
+                    "port-forward",
+                    "demo",
+                    "--address=127.0.0.1",
+                    f":{echo_port}",
+                ],
+                stdout=-1,
+                stderr=-1,
+                env=endpoint.env(transport),
+            )
+            try:
+                with trio.fail_after(60):
+                    assert process.stdout is not None
+                    banner = b""
+                    while not (match := re.search(rb"127.0.0.1:(\d+) ->", banner)):
+                        chunk = await process.stdout.receive_some()
+                        assert chunk, "kubectl port-forward exited"
+                        banner += chunk
+                    local_port = int(match.group(1))
+                    for size in (1, 5 * 1024 * 1024):
+                        payload = os.urandom(size)
+                        conn = await trio.open_tcp_stream("127.0.0.1", local_port)
+                        received = bytearray()
+
+                        async def send(
+                            conn: trio.SocketStream = conn, data: bytes = payload
+                        ) -> None:
+                            await conn.send_all(data)
+                            await conn.send_eof()
+
+                        async with conn, trio.open_nursery() as inner:
+                            inner.start_soon(send)
+                            async for chunk in conn:
+                                received += chunk
+                        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+            finally:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
+    assert _used(caplog, transport)
