@@ -1,0 +1,1 @@
+"""muxstream benchmark suite: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``)."""

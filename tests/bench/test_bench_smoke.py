@@ -1,0 +1,93 @@
+"""The benchmark suite must keep running: tiny sizes, every row, no timing assertions.
+
+Runs ``benchmarks/run.py`` as users do (a subprocess, which itself starts server and
+client worker processes over 127.0.0.1) and checks that every measurement either
+produced data or says why it could not run here -- never that it crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import run  # noqa: E402
+from benchmarks._common import percentile, split_sizes  # noqa: E402
+
+TINY = [
+    "--quick",
+    "--size", "1M",
+    "--churn-count", "20",
+    "--ping-count", "20",
+    "--idle-streams", "50",
+    "--stalled-streams", "3",
+    "--timeout", "120",
+]  # fmt: skip
+
+
+def test_every_row_runs_with_tiny_sizes(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), *TINY, "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads(out.read_text())
+    by_key = {m["key"]: m for m in report["measurements"]}
+    rows = {key.split("/")[0] for key in by_key}
+    assert rows == set(run.ALL_ROWS)
+    for key, m in by_key.items():
+        assert not m["errors"], (key, m["errors"])
+        # Either it ran once (quick = 1 repeat) or it says why not.
+        assert (len(m["runs"]) == 1) != bool(m["not_run"]), (key, m)
+    # The baselines need nothing but the bench extras: they always run.
+    for key in ("bulk/trio", "bulk/blocking", "bulk/h2", "bulk/trio-websocket",
+                "churn/h2-c64", "ping/trio", "tls/trio"):  # fmt: skip
+        assert by_key[key]["runs"], key
+    # muxstream rows run whenever the session layer exists.
+    if run.mux_peer.unavailable_reason() is None:
+        for key in ("bulk/muxstream", "bulk16/muxstream", "churn/muxstream-c64",
+                    "ping/muxstream-load-recv", "memory/idle", "memory/stalled",
+                    "tls/muxstream"):  # fmt: skip
+            assert by_key[key]["runs"], key
+    # Every target is evaluated against data or reported as not run.
+    statuses = {t["status"] for t in report["targets"]}
+    assert statuses <= {"PASS", "MISS", "not run"}
+    # The table names each row.
+    for title in run.SECTIONS.values():
+        assert title in proc.stdout
+
+
+def test_a_crashing_worker_is_reported() -> None:
+    launcher = run.Launcher()
+    with pytest.raises(run.WorkerCrashed, match=r"no-such-scenario"):
+        run.run_pair(launcher, "trio", "no-such-scenario", {}, timeout=60)
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_split_sizes_adds_up() -> None:
+    assert split_sizes(10, 3) == [4, 3, 3]
+    assert sum(split_sizes(2**30 + 7, 16)) == 2**30 + 7
+
+
+def test_parse_size_units() -> None:
+    assert run.parse_size("1G") == 2**30
+    assert run.parse_size("256MiB") == 256 * 2**20
+    assert run.parse_size("64k") == 64 * 1024
+    assert run.parse_size("1000") == 1000
