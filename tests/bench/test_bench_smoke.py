@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import run  # noqa: E402
 from benchmarks._common import percentile, split_sizes  # noqa: E402
+from benchmarks.peers import mux  # noqa: E402
 
 TINY = [
     "--quick",
@@ -54,7 +55,7 @@ def test_every_row_runs_with_tiny_sizes(tmp_path: Path) -> None:
                 "churn/h2-c64", "ping/trio", "tls/trio"):  # fmt: skip
         assert by_key[key]["runs"], key
     # muxstream rows run whenever the session layer exists.
-    if run.mux_peer.unavailable_reason() is None:
+    if mux.unavailable_reason() is None:
         for key in ("bulk/muxstream", "bulk16/muxstream", "churn/muxstream-c64",
                     "ping/muxstream-load-recv", "memory/idle", "memory/stalled",
                     "tls/muxstream"):  # fmt: skip
