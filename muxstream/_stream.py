@@ -7,6 +7,7 @@ task already put in this stream's buffer. Every async method is a checkpoint.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -161,8 +162,7 @@ class Stream(trio.abc.HalfCloseableStream):
             self._check_send()
             while self._session._send_room(self) <= 0:
                 await self._lot.park()
-                if self._local_closed or self._broken is not None or self._sent_eof:
-                    break
+                self._check_send()
             await checkpoint()
         finally:
             self._busy_send = False
@@ -192,8 +192,10 @@ class Stream(trio.abc.HalfCloseableStream):
                 lost before the peer ended the stream (data before that is still
                 delivered first).
         """
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         if self._busy_receive:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._busy_receive = True
