@@ -1,0 +1,82 @@
+"""Transports: byte streams a session can run over.
+
+Each helper yields a plain ``trio.abc.Stream`` (half-closeable where the
+underlying connection is), independent of the session:
+
+* TLS: :func:`open_tls_stream`, :func:`wrap_tls_server`.
+* HTTP/1.1 Upgrade (h11): :func:`open_upgraded_stream`, :func:`wrap_upgrade_client`;
+  server side ``HTTPRequest.accept_upgrade``.
+* WebSocket (wsproto): :func:`open_websocket_stream`, :func:`wrap_websocket_client`,
+  :class:`WebSocketStream`; server side ``HTTPRequest.accept_websocket``.
+* One HTTP server for all of it plus plain requests: :func:`serve_http`,
+  :func:`handle_http_connection`, :class:`HTTPRequest`.
+
+See docs/transports.md.
+"""
+
+from ._errors import (
+    HandshakeError,
+    HandshakeTimeout,
+    TransportError,
+    UpgradeRefused,
+    WebSocketClosedError,
+    WebSocketProtocolError,
+)
+from ._headers import HeadersLike, HTTPHeaders, negotiate_protocol
+from ._http import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_HEADER_SIZE,
+    PROTOCOL_VERSION_HEADER,
+    UpgradeResponse,
+)
+from ._prefixed import PrefixedStream, wrap_prefixed
+from ._server import (
+    DEFAULT_MAX_BODY_SIZE,
+    HTTPApp,
+    HTTPRequest,
+    handle_http_connection,
+    serve_http,
+)
+from ._tls import open_tls_stream, wrap_tls_server
+from ._upgrade import UPGRADE_SPDY, open_upgraded_stream, wrap_upgrade_client
+from ._websocket import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    KeepaliveTimeout,
+    WebSocketStream,
+)
+from ._websocket_handshake import open_websocket_stream, wrap_websocket_client
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "PROTOCOL_VERSION_HEADER",
+    "UPGRADE_SPDY",
+    "HTTPApp",
+    "HTTPHeaders",
+    "HTTPRequest",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "HeadersLike",
+    "KeepaliveTimeout",
+    "PrefixedStream",
+    "TransportError",
+    "UpgradeRefused",
+    "UpgradeResponse",
+    "WebSocketClosedError",
+    "WebSocketProtocolError",
+    "WebSocketStream",
+    "handle_http_connection",
+    "negotiate_protocol",
+    "open_tls_stream",
+    "open_upgraded_stream",
+    "open_websocket_stream",
+    "serve_http",
+    "wrap_prefixed",
+    "wrap_tls_server",
+    "wrap_upgrade_client",
+    "wrap_websocket_client",
+]

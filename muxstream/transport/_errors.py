@@ -1,0 +1,100 @@
+"""Typed errors raised by the transports.
+
+Who is at fault decides the class:
+
+* :class:`HandshakeError` and its subclasses: the HTTP handshake (Upgrade or
+  WebSocket opening handshake) did not produce a usable stream.
+  :class:`UpgradeRefused` is the peer's considered "no" (a real HTTP status);
+  :class:`HandshakeTimeout` is silence; plain :class:`HandshakeError` is a
+  malformed or unacceptable answer.
+* :class:`WebSocketProtocolError`: the peer broke RFC 6455 (or our limits) after
+  the handshake; ``code`` is the close code we sent back.
+* :class:`WebSocketClosedError`: the peer ended the WebSocket abnormally (a close
+  code other than 1000/1001/1005, or TCP EOF without a close frame).
+
+Stream methods speak trio's vocabulary: they raise ``trio.BrokenResourceError``
+chained (``from``) to one of the two WebSocket errors above.
+"""
+
+from __future__ import annotations
+
+from ._headers import HTTPHeaders
+
+__all__ = [
+    "HandshakeError",
+    "HandshakeTimeout",
+    "TransportError",
+    "UpgradeRefused",
+    "WebSocketClosedError",
+    "WebSocketProtocolError",
+]
+
+
+class TransportError(Exception):
+    """Base class of every error raised by :mod:`muxstream.transport`."""
+
+
+class HandshakeError(TransportError):
+    """The HTTP/1.1 Upgrade or WebSocket opening handshake failed.
+
+    Raised as is for a malformed or unacceptable answer (no ``101``, a ``101``
+    without the right ``Upgrade``/``Connection`` headers, a wrong
+    ``Sec-WebSocket-Accept``, a subprotocol or protocol version we did not offer,
+    the connection closed mid-handshake).
+    """
+
+
+class HandshakeTimeout(HandshakeError):
+    """The peer did not complete the handshake within the handshake timeout."""
+
+
+class UpgradeRefused(HandshakeError):
+    """The server answered the upgrade request with a regular HTTP response.
+
+    Attributes:
+        status: the HTTP status code (e.g. 403).
+        reason: the reason phrase, possibly empty.
+        headers: the response headers.
+        body: the response body (truncated at the client's body limit).
+    """
+
+    def __init__(self, status: int, reason: str, headers: HTTPHeaders, body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        text = body[:200].decode("utf-8", "replace").strip()
+        detail = f": {text}" if text else ""
+        super().__init__(f"upgrade refused with HTTP {status} {reason}".rstrip() + detail)
+
+
+class WebSocketProtocolError(TransportError):
+    """The WebSocket peer broke the protocol or one of our limits.
+
+    Attributes:
+        code: the close code we sent (or tried to send) to the peer:
+            1002 protocol error, 1003 unsupported data (a text message),
+            1007 invalid payload, 1009 message too big.
+        reason: a human-readable description.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"WebSocket protocol error ({code}): {reason}")
+
+
+class WebSocketClosedError(TransportError):
+    """The WebSocket peer closed abnormally.
+
+    Attributes:
+        code: the close code the peer sent, or 1006 when the connection ended
+            without a close frame.
+        reason: the close reason the peer sent (may be empty).
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"WebSocket closed by peer with code {code}{detail}")

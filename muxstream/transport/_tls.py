@@ -1,0 +1,111 @@
+"""Thin TLS helpers over ``trio.SSLStream``.
+
+Both helpers finish the TLS handshake before returning, so certificate and
+protocol errors surface at connect/accept time instead of on the first read.
+
+Closing over TLS: ``trio.SSLStream`` is not half-closeable (no ``send_eof``), so
+the session's close path cannot send a TCP FIN and keep reading. What it does
+instead: it keeps reading until the peer's EOF (the peer's ``close_notify``) or
+its close timeout, then ``aclose()`` sends our ``close_notify`` and closes the
+socket. With ``https_compatible=False`` (the default here) an EOF without
+``close_notify`` is reported as ``trio.BrokenResourceError`` -- a truncation is
+never mistaken for a clean end.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import trio
+
+from ._errors import HandshakeTimeout
+
+__all__ = ["DEFAULT_TLS_HANDSHAKE_TIMEOUT", "open_tls_stream", "wrap_tls_server"]
+
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds; same bound as the HTTP handshake
+
+
+async def open_tls_stream(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    server_hostname: str | None = None,
+    https_compatible: bool = False,
+    handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+) -> trio.SSLStream[trio.SocketStream]:
+    """Connect over TCP and complete a TLS client handshake.
+
+    Args:
+        host, port: where to connect (``trio.open_tcp_stream``).
+        ssl_context: defaults to ``ssl.create_default_context()`` (verifies the
+            server certificate against the system CAs).
+        server_hostname: name to verify and send as SNI; defaults to *host*.
+        https_compatible: passed to ``trio.SSLStream``.
+        handshake_timeout: bound on the TLS handshake, in seconds.
+
+    Returns:
+        The handshaken ``trio.SSLStream``; the caller owns it.
+
+    Raises:
+        OSError: the TCP connection failed.
+        trio.BrokenResourceError: the TLS handshake failed (chained to the
+            ``ssl.SSLError``, e.g. ``ssl.SSLCertVerificationError``).
+        HandshakeTimeout: no handshake within *handshake_timeout*.
+        On any error or cancellation the socket is closed.
+    """
+    if ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    tcp = await trio.open_tcp_stream(host, port)
+    tls = trio.SSLStream(
+        tcp,
+        ssl_context,
+        server_hostname=server_hostname if server_hostname is not None else host,
+        https_compatible=https_compatible,
+    )
+    await _handshake(tls, handshake_timeout)
+    return tls
+
+
+async def wrap_tls_server(
+    stream: trio.abc.Stream,
+    ssl_context: ssl.SSLContext,
+    *,
+    https_compatible: bool = False,
+    handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+) -> trio.SSLStream[trio.abc.Stream]:
+    """Run the server side of a TLS handshake over an accepted *stream*.
+
+    Args:
+        stream: the accepted transport (usually a ``trio.SocketStream``).
+        ssl_context: a server context, e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with a
+            certificate chain loaded.
+        https_compatible: passed to ``trio.SSLStream``.
+        handshake_timeout: bound on the handshake, in seconds.
+
+    Returns:
+        The handshaken ``trio.SSLStream`` wrapping *stream*.
+
+    Raises:
+        trio.BrokenResourceError: the handshake failed (chained to the
+            ``ssl.SSLError``).
+        HandshakeTimeout: the client did not finish within *handshake_timeout*.
+        On any error or cancellation *stream* is closed.
+    """
+    tls = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=https_compatible)
+    await _handshake(tls, handshake_timeout)
+    return tls
+
+
+async def _handshake(tls: trio.SSLStream[Any], timeout: float) -> None:
+    try:
+        with trio.move_on_after(timeout) as scope:
+            await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tls.transport_stream)
+        raise
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(tls.transport_stream)
+        raise HandshakeTimeout(f"TLS handshake not completed within {timeout} s")
