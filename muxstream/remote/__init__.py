@@ -28,6 +28,15 @@ from ._channels import (
     Channel,
     StreamType,
 )
+from ._client import (
+    RemoteEndpoint,
+    RemoteError,
+    RemoteProcess,
+    open_remote_process,
+    run_remote,
+)
+from ._copy import CopyError, copy_from_remote, copy_to_remote
+from ._forward import ForwardedStream, PortForwarder, open_port_forward, port_forward
 from ._kubeapi import KubeApi
 from ._server import RemoteServer, RemoteServerConfig, bound_port, serve_remote
 from ._status import ExitStatus, RemoteStatusError, TerminalSize
@@ -38,19 +47,31 @@ __all__ = [
     "STREAM_PROTOCOL_V4",
     "STREAM_PROTOCOL_V5",
     "Channel",
+    "CopyError",
     "ExecBackend",
     "ExecRequest",
     "ExitStatus",
+    "ForwardedStream",
     "FunctionBackend",
     "KubeApi",
     "LocalBackend",
     "LocalProcess",
+    "PortForwarder",
     "ProcessHandle",
+    "RemoteEndpoint",
+    "RemoteError",
+    "RemoteProcess",
     "RemoteServer",
     "RemoteServerConfig",
     "RemoteStatusError",
     "StreamType",
     "TerminalSize",
     "bound_port",
+    "copy_from_remote",
+    "copy_to_remote",
+    "open_port_forward",
+    "open_remote_process",
+    "port_forward",
+    "run_remote",
     "serve_remote",
 ]
