@@ -183,11 +183,13 @@ class Session(trio.abc.Listener[Stream]):
         self._ping_rtts: dict[int, float] = {}
         self._error: BaseException | None = None
         self._closing = False
+        self._user_closed = False
         self._draining = False
         self._want_eof = False
         self._eof_received = False
         self._goaway: SessionGoneAway | None = None
         self._overfull: Stream | None = None
+        self._buffered_total = 0
         self._task_scope = trio.CancelScope()
         self._writer_done = trio.Event()
         self._reader_done = trio.Event()
@@ -229,7 +231,7 @@ class Session(trio.abc.Listener[Stream]):
 
     def _spawn_close(self) -> None:
         if not self._closing and self._nursery is not None:
-            self._nursery.start_soon(self.aclose)
+            self._nursery.start_soon(self._close)
 
     async def aclose(self) -> None:
         """Close gracefully: flush, GOAWAY, FIN, drain until the peer's EOF, close.
@@ -238,6 +240,10 @@ class Session(trio.abc.Listener[Stream]):
         cancelled, remaining streams are reset and the transport closed hard.
         Calling it again waits for the first call to finish.
         """
+        self._user_closed = True
+        await self._close()
+
+    async def _close(self) -> None:
         if self._closing:
             await self._closed.wait()
             return
@@ -250,7 +256,9 @@ class Session(trio.abc.Listener[Stream]):
                              self.options.close_timeout)
         finally:
             with trio.CancelScope(shield=True):
-                await self._hard_close(_LocalClose("session closed"))
+                await self._hard_close(
+                    _LocalClose("session closed") if self._user_closed
+                    else SessionClosed("peer closed the session"))
 
     async def _graceful_close(self) -> None:
         conn = self._conn
@@ -276,7 +284,7 @@ class Session(trio.abc.Listener[Stream]):
         self._closing = True
         if self._closed.is_set():
             return
-        if self._error is None and not isinstance(reason, _LocalClose):
+        if self._error is None and not isinstance(reason, _LocalClose | SessionClosed):
             self._error = reason
         for stream in list(self._streams.values()):
             stream._mark_broken(reason if self._error is None else self._error)
@@ -336,6 +344,9 @@ class Session(trio.abc.Listener[Stream]):
         if self._error is not None:
             raise trio.BrokenResourceError(f"session broken: {self._error}") from self._error
         if self._closing:
+            if not self._user_closed:
+                raise trio.BrokenResourceError("peer closed the session") from SessionClosed(
+                    "peer closed the session")
             raise trio.ClosedResourceError("session is closed")
 
     # --- streams ------------------------------------------------------------------
@@ -415,10 +426,8 @@ class Session(trio.abc.Listener[Stream]):
                 self._writer_lot.unpark_all()
                 await checkpoint()
                 return stream
-            if self._closing and self._error is None:
-                raise trio.ClosedResourceError("session is closed")
-            if self._error is not None:
-                raise trio.BrokenResourceError(f"session broken: {self._error}") from self._error
+            if self._closing or self._error is not None:
+                self._check_usable()
             if self._goaway is not None:
                 raise trio.BrokenResourceError("peer sent GOAWAY") from self._goaway
             if self._eof_received:
@@ -467,6 +476,7 @@ class Session(trio.abc.Listener[Stream]):
 
     def _consumed(self, stream: Stream, n: int) -> None:
         conn = self._conn
+        self._buffered_total -= n
         conn.acknowledge_received_data(stream.stream_id, n)
         if conn.has_data_to_send:
             self._writer_lot.unpark_all()
@@ -482,6 +492,7 @@ class Session(trio.abc.Listener[Stream]):
 
     def _drop_buffer(self, stream: Stream) -> None:
         if stream._buffered:
+            self._buffered_total -= stream._buffered
             self._conn.acknowledge_received_data(stream.stream_id, stream._buffered)
             stream._buffer.clear()
             stream._buffered = 0
@@ -540,11 +551,13 @@ class Session(trio.abc.Listener[Stream]):
             trio.BrokenResourceError / trio.ClosedResourceError: as for streams.
         """
         self._check_usable()
+        self._check_peer_open()
         pid = self._conn.ping()
         event = trio.Event()
         self._pings[pid] = (trio.current_time(), event)
         self.pings_sent += 1
         self._writer_lot.unpark_all()
+        self._reader_lot.unpark_all()
         limit = self.options.ping_timeout if timeout is None else timeout
         try:
             with trio.move_on_after(limit):
@@ -554,8 +567,15 @@ class Session(trio.abc.Listener[Stream]):
         rtt = self._ping_rtts.pop(pid, None)
         if rtt is None:
             self._check_usable()
+            self._check_peer_open()
             raise PingTimeout(f"no answer to PING {pid} within {limit} s")
         return rtt
+
+    def _check_peer_open(self) -> None:
+        if self._eof_received:
+            # After its FIN the peer can write nothing, not even a PING echo.
+            raise trio.BrokenResourceError("peer closed the session") from SessionClosed(
+                "peer closed the connection (EOF)")
 
     async def _keepalive(self) -> None:
         interval = self.options.keepalive_interval
@@ -630,7 +650,7 @@ class Session(trio.abc.Listener[Stream]):
         try:
             recv = self._make_receiver()
             while True:
-                while self._overfull is not None and not self._draining:
+                while self._reader_must_pause():
                     await self._reader_lot.park()
                 data = await recv()
                 if not data:
@@ -645,6 +665,18 @@ class Session(trio.abc.Listener[Stream]):
             self._fail(exc)
         finally:
             self._reader_done.set()
+
+    def _reader_must_pause(self) -> bool:
+        """TCP backpressure towards a peer that ignores flow control (spdystream).
+
+        The reader pauses while a stream holds more than twice its window --
+        except while a PING is outstanding: its echo sits behind that data, and
+        the caller waiting for it may be the one who would drain the stream.
+        Even then, the total stays below ``session_window``.
+        """
+        if self._overfull is None or self._draining:
+            return False
+        return not self._pings or self._buffered_total >= self.options.session_window
 
     def _process(self, data: bytes | bytearray | memoryview) -> bool:
         """Feed bytes to the protocol; False once the session is dead."""
@@ -685,6 +717,7 @@ class Session(trio.abc.Listener[Stream]):
                     conn.acknowledge_received_data(ev.stream_id, len(ev.data))
                     continue
                 stream._feed(ev.data)
+                self._buffered_total += len(ev.data)
                 if track and stream._buffered > self._buffer_limit:
                     self._overfull = stream
             elif isinstance(ev, StreamEnded):
