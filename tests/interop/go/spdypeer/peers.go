@@ -74,11 +74,12 @@ func (t *tapConn) Read(p []byte) (int, error) {
 }
 
 // report returns the frame counts and the tap's decoding error ("" if none),
-// waiting briefly for the tap to finish decoding what was read.
+// waiting briefly for the tap to finish decoding what was read (the tap never sees
+// EOF when spdystream stopped reading at a GOAWAY).
 func (t *tapConn) report() (map[string]int, string) {
 	select {
 	case <-t.done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(300 * time.Millisecond):
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -392,7 +393,7 @@ func (p *pinger) finish() map[string]interface{} {
 		}
 		return sorted[int(q*float64(len(sorted)-1))]
 	}
-	errs := append([]string(nil), p.errors...)
+	errs := append([]string{}, p.errors...)
 	return map[string]interface{}{"count": len(sorted), "errors": errs, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
 		"max_ms": pct(1)}
 }
