@@ -31,7 +31,7 @@ TIMEOUT = 30
 class RawPeer:
     """Frames over a trio stream, with this side's zlib contexts; no session logic."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.compressor = HeaderCompressor()
         self.decoder = FrameDecoder(HeaderDecompressor())
