@@ -34,8 +34,11 @@ the application consumes data. Windows are enforced *only with a peer that
 announced flow control* (sent SETTINGS INITIAL_WINDOW_SIZE or any WINDOW_UPDATE):
 moby/spdystream never does, and ignores ours, so against it we neither stall
 waiting for credit nor reject its data; the session then falls back to TCP
-backpressure. A muxstream peer's announcement is its very first frame, so it is
-known before any of its streams or replies arrive. See docs/protocol.md.
+backpressure. So windows apply, both ways, only when *both* ends announced:
+``announce=False`` behaves like spdystream (announces nothing, sends no
+WINDOW_UPDATE, which would announce, and honours no window either way). A
+muxstream peer's announcement is its very first frame, so it is known before
+any of its streams or replies arrive. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -192,6 +195,8 @@ class Connection:
         self._ordered_bytes = 0
         #: Peer's SETTINGS, as received (id -> value).
         self.peer_settings: dict[int, int] = {}
+        #: Whether we announce flow control (and so police our receive windows).
+        self.announce = announce
         #: True once the peer announced flow control (SETTINGS window or WINDOW_UPDATE).
         self.peer_flow_control = False
         self._peer_initial_window = SPDY_DEFAULT_WINDOW
@@ -239,7 +244,7 @@ class Connection:
         st = self._streams.get(stream_id)
         if st is None or st.we_sent_fin or st.state is StreamState.RESET:
             return 0
-        if not self.peer_flow_control:
+        if not (self.announce and self.peer_flow_control):
             return MAX_WINDOW
         return max(0, min(st.their_window, self.their_session_window))
 
@@ -291,7 +296,9 @@ class Connection:
             size += len(b)
         ordered = self._ordered
         limit = max_bytes if max_bytes is not None else 1 << 62
-        while ordered and (size < limit or not out):
+        first = True
+        while ordered and (size < limit or first):
+            first = False
             b = self._encode(ordered.popleft())
             self._ordered_bytes -= len(b)
             out.append(b)
@@ -417,7 +424,7 @@ class Connection:
             raise LocalProtocolError(f"stream {stream_id}: send_reply before data")
         n = len(data)
         if n:
-            if self.peer_flow_control and n > self.sendable(stream_id):
+            if n > self.sendable(stream_id):
                 raise FlowControlError(
                     f"{n} bytes exceed the window ({self.sendable(stream_id)}) on {stream_id}"
                 )
@@ -489,9 +496,16 @@ class Connection:
         """The application consumed ``n`` bytes of ``stream_id``: credit the windows.
 
         WINDOW_UPDATE frames are queued once a quarter of a window is owed, so
-        the sender never runs dry while we are still reading.
+        the sender never runs dry while we are still reading. Without ``announce``
+        nothing is queued: a WINDOW_UPDATE would announce flow control to the peer.
         """
         if n <= 0 or self.terminated is not None:
+            return
+        if not self.announce:
+            self.our_session_window += n
+            st = self._streams.get(stream_id)
+            if st is not None:
+                st.our_window += n
             return
         self._session_unacked += n
         if self._session_unacked >= self.session_window // 4:
@@ -545,6 +559,9 @@ class Connection:
 
     def _frame_for_missing_stream(self, stream_id: int, what: str) -> None:
         """A frame for a stream not in the table: ignore races, reject the rest."""
+        if stream_id == 0:
+            # No RST_STREAM can name stream 0 (its id field is 1..2**31-1).
+            raise RemoteProtocolError.session(f"{what} on stream 0")
         if stream_id in self._reset_by_us_set:
             return  # we reset it; the peer had not heard yet
         if self._was_opened(stream_id):
@@ -640,7 +657,7 @@ class Connection:
         n = len(frame.data)
         # Every DATA byte counts against the session window, even on dead streams.
         self.our_session_window -= n
-        if self.peer_flow_control and self.our_session_window < 0:
+        if self.announce and self.peer_flow_control and self.our_session_window < 0:
             raise RemoteProtocolError.session("peer overran the session window")
         st = self._streams.get(sid)
         if st is None:
@@ -652,7 +669,7 @@ class Connection:
             self._stream_error(f"DATA after FIN on stream {sid}", sid,
                                RstStatus.STREAM_ALREADY_CLOSED)
         st.our_window -= n
-        if self.peer_flow_control and st.our_window < 0:
+        if self.announce and self.peer_flow_control and st.our_window < 0:
             self.acknowledge_received_data(sid, n)
             self._stream_error(f"peer overran the window of stream {sid}", sid,
                                RstStatus.FLOW_CONTROL_ERROR)

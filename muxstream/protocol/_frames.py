@@ -199,8 +199,9 @@ def encode_frame(frame: Frame, compressor: HeaderCompressor | None = None) -> by
             body.append(_U32x2.pack((e.flags << 24) | (e.id & 0xFFFFFF), e.value))
         return _control(FrameType.SETTINGS, frame.flags, b"".join(body))
     if isinstance(frame, PingFrame):
-        if not 0 < frame.ping_id <= 0xFFFFFFFF:
-            raise LocalProtocolError("ping id must be 1..2**32-1")
+        # 0 is a valid (even, server-side) id: a peer may send it and we echo it.
+        if not 0 <= frame.ping_id <= 0xFFFFFFFF:
+            raise LocalProtocolError("ping id must be 0..2**32-1")
         return _control(FrameType.PING, 0, _U32.pack(frame.ping_id))
     if isinstance(frame, GoAwayFrame):
         _check_id(frame.last_good_stream_id, "last good stream id", zero_ok=True)

@@ -752,3 +752,26 @@ def test_settings_are_reported_and_remembered() -> None:
     conn, peer = client_with_raw_server()
     assert peer.send(conn, SettingsFrame()) == [SettingsReceived({})]
     assert not conn.peer_flow_control  # SETTINGS without a window announce nothing
+
+
+# --- regressions: frames from the peer must never make *our* output unencodable ------------
+
+
+def test_a_peer_ping_with_id_0_is_echoed() -> None:
+    # 0 is even, so it is a server's ping; a client echoes it. (The echo used to be
+    # queued and then refused by the encoder, raising out of data_to_send.)
+    conn, _peer = client_with_raw_server()
+    assert conn.receive_data(control(6, bytes(4))) == [PingReceived(0)]
+    assert conn.data_to_send() == control(6, bytes(4))
+
+
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.SERVER])
+@pytest.mark.parametrize("ftype", [2, 8], ids=["SYN_REPLY", "HEADERS"])
+def test_reply_or_headers_on_stream_0_is_a_session_error(role: Role, ftype: int) -> None:
+    # There is no RST_STREAM for stream 0. (One used to be queued, and then the
+    # encoder refused it, raising LocalProtocolError out of data_to_send.)
+    conn = Connection(role)
+    peer = RawPeer()
+    peer.read(conn)
+    block = HeaderCompressor().compress(Headers())
+    expect_session_error(conn, peer, control(ftype, bytes(4) + block))

@@ -78,7 +78,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
         ).map(tuple),
         st.sampled_from([Flag.NONE, Flag.CLEAR_SETTINGS]),
     ),
-    st.builds(PingFrame, st.integers(1, 0xFFFFFFFF)),
+    st.builds(PingFrame, u32),
     st.builds(GoAwayFrame, st.integers(0, MAX_STREAM_ID), u32),
     st.builds(WindowUpdateFrame, st.integers(0, MAX_STREAM_ID), st.integers(1, MAX_STREAM_ID)),
     st.builds(

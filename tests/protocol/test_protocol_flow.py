@@ -1,0 +1,392 @@
+"""Flow control as negotiated, and the order in which queued frames leave.
+
+Windows are enforced only between two ends that both announced flow control
+(muxstream announces SETTINGS INITIAL_WINDOW_SIZE + MAX_CONCURRENT_STREAMS, then
+WINDOW_UPDATE on stream 0). Go spdystream never announces and ignores windows;
+``Connection(announce=False)`` behaves the same way on the wire.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from muxstream.protocol import (
+    MAX_WINDOW,
+    SPDY_DEFAULT_WINDOW,
+    Connection,
+    DataFrame,
+    DataReceived,
+    Event,
+    Flag,
+    FlowControlError,
+    Frame,
+    FrameDecoder,
+    GoAwayFrame,
+    GoAwayStatus,
+    HeaderCompressor,
+    Headers,
+    PingFrame,
+    ReplyReceived,
+    Role,
+    RstStatus,
+    RstStreamFrame,
+    SettingsEntry,
+    SettingsFrame,
+    SettingsId,
+    StreamOpened,
+    SynReplyFrame,
+    SynStreamFrame,
+    WindowUpdated,
+    WindowUpdateFrame,
+    encode_frame,
+)
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+class RawPeer:
+    def __init__(self) -> None:
+        self.compressor = HeaderCompressor()
+        self.decoder = FrameDecoder()
+
+    def send(self, conn: Connection, *frames: Frame) -> list[Event]:
+        return conn.receive_data(b"".join(encode_frame(f, self.compressor) for f in frames))
+
+    def read_bytes(self, data: bytes) -> list[Frame]:
+        self.decoder.receive(data)
+        out: list[Frame] = []
+        while (frame := self.decoder.next_frame()) is not None:
+            if isinstance(frame, DataFrame) and out and isinstance(out[-1], DataFrame):
+                prev = out[-1]
+                if prev.partial and prev.stream_id == frame.stream_id:
+                    out[-1] = DataFrame(
+                        frame.stream_id, prev.data + frame.data, frame.flags, frame.partial
+                    )
+                    continue
+            out.append(frame)
+        return out
+
+    def read(self, conn: Connection) -> list[Frame]:
+        return self.read_bytes(conn.data_to_send())
+
+
+def deliver(src: Connection, dst: Connection) -> list[Event]:
+    return dst.receive_data(src.data_to_send())
+
+
+def pair(
+    client_options: dict[str, object] | None = None,
+    server_options: dict[str, object] | None = None,
+) -> tuple[Connection, Connection]:
+    client = Connection(Role.CLIENT, **(client_options or {}))  # type: ignore[arg-type]
+    server = Connection(Role.SERVER, **(server_options or {}))  # type: ignore[arg-type]
+    deliver(client, server)
+    deliver(server, client)
+    return client, server
+
+
+def open_stream(opener: Connection, acceptor: Connection) -> int:
+    sid = opener.open_stream({"streamtype": "data"})
+    assert isinstance(deliver(opener, acceptor)[0], StreamOpened)
+    acceptor.send_reply(sid)
+    assert isinstance(deliver(acceptor, opener)[-1], ReplyReceived)
+    return sid
+
+
+def received(events: list[Event]) -> int:
+    return sum(len(e.data) for e in events if isinstance(e, DataReceived))
+
+
+# --- the announcement -------------------------------------------------------------------
+
+
+def test_muxstream_announces_windows_and_stream_limit_first() -> None:
+    conn = Connection(Role.CLIENT)
+    assert conn.data_to_send() == bytes.fromhex(
+        "80030004 00000014 00000002"  # SETTINGS, 2 entries
+        "00000007 00100000"  # INITIAL_WINDOW_SIZE = 1 MiB
+        "00000004 000003e8"  # MAX_CONCURRENT_STREAMS = 1000
+        "80030009 00000008 00000000 03ff0000"  # WINDOW_UPDATE session += 64 MiB - 64 KiB
+    )
+    assert conn.our_session_window == 64 * MiB
+
+
+def test_a_session_window_at_the_default_is_announced_by_settings_alone() -> None:
+    conn = Connection(
+        Role.SERVER,
+        initial_window=5000,
+        session_window=SPDY_DEFAULT_WINDOW,
+        max_concurrent_streams=7,
+    )
+    assert RawPeer().read(conn) == [
+        SettingsFrame(
+            (
+                SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 5000),
+                SettingsEntry(SettingsId.MAX_CONCURRENT_STREAMS, 7),
+            )
+        )
+    ]
+
+
+def test_announce_false_sends_nothing_first() -> None:
+    assert Connection(Role.CLIENT, announce=False).data_to_send() == b""
+
+
+@pytest.mark.parametrize("bad", [0, MAX_WINDOW + 1])
+def test_window_options_are_validated(bad: int) -> None:
+    with pytest.raises(ValueError):
+        Connection(Role.CLIENT, initial_window=bad)
+    with pytest.raises(ValueError):
+        Connection(Role.CLIENT, session_window=bad)
+
+
+# --- two muxstream peers: windows are enforced ------------------------------------------
+
+
+def test_sender_is_limited_by_the_peers_stream_window() -> None:
+    client, server = pair(server_options={"initial_window": 100 * KiB})
+    assert client.peer_flow_control
+    sid = open_stream(client, server)
+    assert client.sendable(sid) == 100 * KiB
+    client.send_data(sid, b"x" * 60 * KiB)
+    assert client.sendable(sid) == 40 * KiB
+    with pytest.raises(FlowControlError):
+        client.send_data(sid, b"x" * (40 * KiB + 1))
+    client.send_data(sid, b"x" * 40 * KiB)
+    assert client.sendable(sid) == 0
+    assert received(deliver(client, server)) == 100 * KiB
+
+
+def test_window_update_credit_follows_acknowledge_received_data() -> None:
+    client, server = pair(server_options={"initial_window": 100 * KiB})
+    sid = open_stream(client, server)
+    client.send_data(sid, b"x" * 100 * KiB)
+    deliver(client, server)
+    # credit is returned once a quarter of the window is owed, not per byte
+    server.acknowledge_received_data(sid, 25 * KiB - 1)
+    assert RawPeer().read(server) == []
+    server.acknowledge_received_data(sid, 1)
+    assert RawPeer().read(server) == [WindowUpdateFrame(sid, 25 * KiB)]
+    assert server.our_window(sid) == 25 * KiB
+    server.acknowledge_received_data(sid, 75 * KiB)
+    update = server.data_to_send()
+    assert RawPeer().read_bytes(update) == [WindowUpdateFrame(sid, 75 * KiB)]
+    assert client.receive_data(update) == [WindowUpdated(sid, 75 * KiB)]
+    assert client.sendable(sid) == 75 * KiB
+
+
+def test_session_window_is_credited_separately() -> None:
+    client, server = pair(server_options={"initial_window": MiB, "session_window": 400 * KiB})
+    a, b = open_stream(client, server), open_stream(client, server)
+    # the server announced 400 KiB for the whole session
+    assert client.their_session_window == 400 * KiB
+    client.send_data(a, b"x" * 300 * KiB)
+    assert client.sendable(b) == 100 * KiB
+    deliver(client, server)
+    server.acknowledge_received_data(a, 100 * KiB)
+    frames = RawPeer().read(server)
+    assert WindowUpdateFrame(0, 100 * KiB) in frames
+
+
+def test_no_stream_credit_after_the_peers_fin() -> None:
+    client, server = pair(server_options={"initial_window": 4 * KiB})
+    sid = open_stream(client, server)
+    client.send_data(sid, b"x" * 4 * KiB, end_stream=True)
+    deliver(client, server)
+    server.acknowledge_received_data(sid, 4 * KiB)
+    assert all(
+        not isinstance(f, WindowUpdateFrame) or f.stream_id == 0 for f in RawPeer().read(server)
+    )
+
+
+def test_settings_initial_window_size_adjusts_open_streams() -> None:
+    conn = Connection(Role.CLIENT)
+    peer = RawPeer()
+    peer.read(conn)
+    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 10000),)))
+    peer.send(conn, WindowUpdateFrame(0, 10 * MiB))
+    sid = conn.open_stream()
+    peer.send(conn, SynReplyFrame(sid, Headers()))
+    conn.send_data(sid, b"x" * 4000)
+    assert conn.sendable(sid) == 6000
+    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 20000),)))
+    assert conn.sendable(sid) == 16000
+    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 1000),)))
+    assert conn.sendable(sid) == 0  # the window is now negative: -3000
+    later = conn.open_stream()
+    assert conn.sendable(later) == 1000
+
+
+def test_a_stalled_stream_does_not_stall_the_others() -> None:
+    client, server = pair(server_options={"initial_window": 64 * KiB})
+    slow, fast = open_stream(client, server), open_stream(client, server)
+    client.send_data(slow, b"s" * 64 * KiB)
+    deliver(client, server)  # never acknowledged
+    for _ in range(10):
+        client.send_data(fast, b"f" * 64 * KiB)
+        assert received(deliver(client, server)) == 64 * KiB
+        server.acknowledge_received_data(fast, 64 * KiB)
+        deliver(server, client)
+    assert client.sendable(slow) == 0
+    assert client.sendable(fast) == 64 * KiB
+
+
+# --- a spdystream-like peer: windows are not enforced -----------------------------------
+
+
+def test_a_peer_that_never_announced_never_stalls_our_sender() -> None:
+    conn = Connection(Role.CLIENT, initial_window=64 * KiB)
+    peer = RawPeer()  # like Go spdystream: no SETTINGS, no WINDOW_UPDATE
+    peer.read(conn)
+    sid = conn.open_stream()
+    peer.send(conn, SynReplyFrame(sid, Headers()))
+    assert not conn.peer_flow_control
+    total = 0
+    for _ in range(16):
+        assert conn.sendable(sid) == MAX_WINDOW
+        conn.send_data(sid, b"x" * MiB)
+        total += sum(len(f.data) for f in peer.read(conn) if isinstance(f, DataFrame))
+    assert total == 16 * MiB
+
+
+def test_we_accept_data_beyond_our_window_from_a_peer_that_never_announced() -> None:
+    conn = Connection(Role.SERVER, initial_window=16 * KiB, session_window=SPDY_DEFAULT_WINDOW)
+    peer = RawPeer()
+    peer.read(conn)
+    peer.send(conn, SynStreamFrame(1, Headers()))
+    conn.send_reply(1)
+    total = 0
+    for _ in range(64):  # 4 MiB on a 16 KiB window and a 64 KiB session, no credit
+        total += received(peer.send(conn, DataFrame(1, b"y" * 64 * KiB)))
+    assert total == 4 * MiB
+
+
+def test_a_spdystream_like_connection_never_stalls_a_muxstream_sender() -> None:
+    # announce=False: the client says nothing about windows, so the server's
+    # sender is never limited, and the client does not police what it never
+    # announced (nor send WINDOW_UPDATE, which would announce flow control).
+    client, server = pair(client_options={"announce": False})
+    assert client.peer_flow_control and not server.peer_flow_control
+    sid = open_stream(client, server)
+    total = 0
+    for _ in range(40):  # 10 MiB: beyond every default window, never acknowledged
+        assert server.sendable(sid) == MAX_WINDOW
+        server.send_data(sid, b"z" * 256 * KiB)
+        total += received(deliver(server, client))
+    assert total == 10 * MiB
+    client.acknowledge_received_data(sid, total)
+    assert client.data_to_send() == b""  # no WINDOW_UPDATE: it never announced
+    assert not server.peer_flow_control
+
+
+def test_a_spdystream_like_connection_ignores_a_muxstream_receivers_windows() -> None:
+    # ...and the muxstream receiver, which never heard an announcement, accepts it.
+    client, server = pair(
+        client_options={"announce": False}, server_options={"initial_window": 64 * KiB}
+    )
+    sid = open_stream(client, server)
+    assert client.sendable(sid) == MAX_WINDOW
+    client.send_data(sid, b"a" * 4 * MiB)
+    assert received(deliver(client, server)) == 4 * MiB
+    assert not server.peer_flow_control
+
+
+# --- the order in which queued frames leave ------------------------------------------------
+
+
+def stalled_sender() -> tuple[Connection, RawPeer, int]:
+    """A server with DATA queued on stream 1 (opened and replied)."""
+    conn = Connection(Role.SERVER)
+    peer = RawPeer()
+    peer.read(conn)
+    peer.send(conn, SynStreamFrame(1, Headers()), SynStreamFrame(3, Headers()))
+    conn.send_reply(1)
+    conn.send_reply(3)
+    peer.read(conn)
+    conn.send_data(1, b"d" * 1000)
+    return conn, peer, 1
+
+
+def test_ping_echo_leaves_before_queued_data() -> None:
+    conn, peer, sid = stalled_sender()
+    peer.send(conn, PingFrame(7))
+    assert peer.read(conn) == [PingFrame(7), DataFrame(sid, b"d" * 1000)]
+
+
+def test_our_ping_leaves_before_queued_data() -> None:
+    conn, peer, sid = stalled_sender()
+    pid = conn.ping()
+    assert peer.read(conn) == [PingFrame(pid), DataFrame(sid, b"d" * 1000)]
+
+
+def test_window_update_leaves_before_queued_data() -> None:
+    conn, peer, sid = stalled_sender()
+    peer.send(conn, WindowUpdateFrame(0, 1))  # the peer announces flow control
+    peer.send(conn, DataFrame(3, b"u" * 300 * KiB))
+    conn.acknowledge_received_data(3, 300 * KiB)
+    frames = peer.read(conn)
+    assert frames[0] == WindowUpdateFrame(3, 300 * KiB)
+    assert frames[-1] == DataFrame(sid, b"d" * 1000)
+
+
+def test_rst_of_another_stream_leaves_before_queued_data() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.reset_stream(3, RstStatus.CANCEL)
+    assert peer.read(conn) == [RstStreamFrame(3, RstStatus.CANCEL), DataFrame(sid, b"d" * 1000)]
+
+
+def test_graceful_goaway_stays_behind_queued_data() -> None:
+    # spdystream stops reading at GOAWAY: anything after it would be lost
+    conn, peer, sid = stalled_sender()
+    conn.go_away()
+    assert peer.read(conn) == [DataFrame(sid, b"d" * 1000), GoAwayFrame(3, GoAwayStatus.OK)]
+
+
+def test_urgent_goaway_goes_first() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.go_away(GoAwayStatus.INTERNAL_ERROR, urgent=True)
+    assert peer.read(conn) == [
+        GoAwayFrame(3, GoAwayStatus.INTERNAL_ERROR),
+        DataFrame(sid, b"d" * 1000),
+    ]
+
+
+def test_ordered_reset_follows_the_streams_data_and_fin() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.end_stream(sid)
+    conn.reset_stream(sid, RstStatus.CANCEL, ordered=True)
+    assert peer.read(conn) == [
+        DataFrame(sid, b"d" * 1000),
+        DataFrame(sid, b"", Flag.FIN),
+        RstStreamFrame(sid, RstStatus.CANCEL),
+    ]
+
+
+def test_buffers_to_send_bounds_ordered_bytes_but_not_urgent_ones() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.send_data(sid, b"e" * 300 * KiB)  # split at max_send_frame (128 KiB)
+    conn.ping()
+    queued = conn.ordered_bytes
+    assert queued == 1000 + 300 * KiB + 4 * 8
+    first = conn.buffers_to_send(1)
+    # every urgent frame, then at least one ordered buffer
+    assert len(first) == 2
+    assert peer.read_bytes(bytes(first[0])) == [PingFrame(2)]
+    rest = b"".join(bytes(b) for b in conn.buffers_to_send())
+    assert conn.ordered_bytes == 0 and not conn.has_data_to_send
+    data = peer.read_bytes(bytes(first[1]) + rest)
+    assert b"".join(f.data for f in data if isinstance(f, DataFrame)) == (
+        b"d" * 1000 + b"e" * 300 * KiB
+    )
+
+
+def test_large_data_is_split_at_max_send_frame_without_copying() -> None:
+    conn, _peer, sid = stalled_sender()
+    conn.data_to_send()
+    payload = b"p" * (300 * KiB)
+    conn.send_data(sid, payload, end_stream=True)
+    bufs = conn.buffers_to_send()
+    views = [b for b in bufs if isinstance(b, memoryview)]
+    assert [len(v) for v in views] == [128 * KiB, 128 * KiB, 44 * KiB]
+    assert all(v.obj is payload for v in views)  # slices of the caller's bytes
