@@ -23,7 +23,6 @@ import argparse
 import os
 import shlex
 import ssl
-import sys
 
 import trio
 
@@ -47,19 +46,24 @@ current-context: muxstream
 """
 
 
-def make_tls(directory: str, port: int, token: str) -> ssl.SSLContext:
-    """Write a CA, a server certificate and a kubeconfig; return the server context."""
+def make_tls(directory: str) -> ssl.SSLContext:
+    """Write a throwaway CA to ``directory``; return a server context it signed."""
     import trustme
 
     os.makedirs(directory, exist_ok=True)
     ca = trustme.CA()
-    ca_path = os.path.join(directory, "ca.pem")
-    ca.cert_pem.write_to_path(ca_path)
+    ca.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    with open(os.path.join(directory, "kubeconfig.yaml"), "w") as f:
-        f.write(KUBECONFIG.format(port=port, ca=ca_path, token=token))
     return context
+
+
+def write_kubeconfig(directory: str, port: int, token: str) -> str:
+    path = os.path.join(directory, "kubeconfig.yaml")
+    ca = os.path.join(directory, "ca.pem")
+    with open(path, "w") as f:
+        f.write(KUBECONFIG.format(port=port, ca=ca, token=token))
+    return path
 
 
 async def main() -> None:
@@ -72,7 +76,9 @@ async def main() -> None:
     parser.add_argument("--attach", default="cat -n", help="the process `kubectl attach` joins")
     parser.add_argument("--allow", action="append", help="allowed argv[0] (repeatable)")
     args = parser.parse_args()
-    context = make_tls(args.tls_dir, args.port, args.token or "") if args.tls_dir else None
+    if args.tls_dir and not args.token:
+        parser.error("--tls-dir needs --token")
+    context = make_tls(args.tls_dir) if args.tls_dir else None
     async with LocalBackend(attach_commands={"main": shlex.split(args.attach)}) as backend:
         config = RemoteServerConfig(
             token=args.token,
@@ -87,7 +93,11 @@ async def main() -> None:
                     config, args.port, host=args.host, ssl_context=context, task_status=task_status
                 )
             )
-            print(f"serving on {args.host}:{bound_port(listeners)}", file=sys.stderr, flush=True)
+            port = bound_port(listeners)
+            if args.tls_dir:
+                path = write_kubeconfig(args.tls_dir, port, args.token)
+                print(f"kubeconfig: {path}", flush=True)
+            print(f"serving on {args.host}:{port}", flush=True)
 
 
 if __name__ == "__main__":
