@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -152,3 +153,33 @@ def tls_contexts(params: Params) -> tuple[Any, Any] | None:
 
 
 TLS_SERVER_NAME = "localhost"
+
+
+class Timer:
+    """Wall-clock and CPU time of one measured section of a client."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def result(self, **fields: Any) -> Result:
+        """Result fields: ``seconds`` (wall), ``client_cpu`` (seconds) and ``fields``."""
+        return {
+            "seconds": time.perf_counter() - self.wall,
+            "client_cpu": time.process_time() - self.cpu,
+            **fields,
+        }
+
+
+async def start_timed() -> Timer:
+    """Checkpoint ``start`` (the orchestrator samples the server's CPU), then start a Timer."""
+    await checkpoint("start")
+    return Timer()
+
+
+def start_timed_sync() -> Timer:
+    """:func:`start_timed` for blocking workers."""
+    emit("checkpoint", name="start")
+    if not sys.stdin.readline():
+        raise RuntimeError("orchestrator went away at checkpoint start")
+    return Timer()

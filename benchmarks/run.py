@@ -136,6 +136,14 @@ class Worker:
             self.proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime field 14, stime field 15 (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 CheckpointHook = Callable[[str, dict[str, Any], Worker], dict[str, Any]]
 
 
@@ -182,6 +190,7 @@ def run_pair(
         client_spec = dict(server_spec, role="client", port=event["port"])
         client = Worker(launcher.argv(peer, client_spec), f"{peer} {scenario} client")
         extra: dict[str, Any] = {}
+        server_cpu: float | None = None
         while True:
             try:
                 event = client.read_event(deadline)
@@ -190,12 +199,17 @@ def run_pair(
                     raise WorkerCrashed(f"{exc}\nserver stderr:\n{server.stderr_text()}") from exc
                 raise
             kind = event.pop("event", None)
-            if kind == "checkpoint":
+            if kind == "checkpoint" and event["name"] == "start":
+                server_cpu = cpu_seconds(server.pid)
+                client.tell("go")
+            elif kind == "checkpoint":
                 if on_checkpoint is not None:
                     extra.update(on_checkpoint(event["name"], event, server))
                 client.tell("go")
             elif kind == "result":
                 event.update(extra)
+                if server_cpu is not None:
+                    event["server_cpu"] = cpu_seconds(server.pid) - server_cpu
                 status = client.finish(30)
                 if status != 0:
                     raise WorkerCrashed(
@@ -238,7 +252,8 @@ class Measurement:
         if not self.runs:
             return {}
         per_run: list[dict[str, float]] = [_figures(self.metric, run) for run in self.runs]
-        return {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
+        keys = [k for k in per_run[0] if all(k in r for r in per_run)]
+        return {k: statistics.median(r[k] for r in per_run) for k in keys}
 
     def headline(self) -> float:
         """The figure ratios are taken of (throughput, rate, p50, KiB per stream)."""
@@ -257,9 +272,15 @@ _HEADLINE = {
 
 def _figures(metric: str, run: dict[str, Any]) -> dict[str, float]:
     if metric == "MiB/s":
-        return {"mib_s": run["bytes"] / run["seconds"] / MiB}
+        out = {"mib_s": run["bytes"] / run["seconds"] / MiB}
+        if "client_cpu" in run and "server_cpu" in run:
+            out["cpu_s_per_gib"] = (run["client_cpu"] + run["server_cpu"]) / (run["bytes"] / GiB)
+        return out
     if metric == "streams/s":
-        return {"streams_s": run["count"] / run["seconds"]}
+        out = {"streams_s": run["count"] / run["seconds"]}
+        if "client_cpu" in run and "server_cpu" in run:
+            out["cpu_us_per_stream"] = (run["client_cpu"] + run["server_cpu"]) / run["count"] * 1e6
+        return out
     if metric == "rtt":
         return {"p50_us": run["p50"] * 1e6, "p99_us": run["p99"] * 1e6}
     if metric == "idle-memory":
@@ -535,9 +556,11 @@ SECTIONS = {
 def _fmt_value(m: Measurement) -> str:
     v = m.values()
     if m.metric == "MiB/s":
-        return f"{v['mib_s']:,.0f} MiB/s"
+        cpu = f", {v['cpu_s_per_gib']:.2f} CPU s/GiB" if "cpu_s_per_gib" in v else ""
+        return f"{v['mib_s']:,.0f} MiB/s{cpu}"
     if m.metric == "streams/s":
-        return f"{v['streams_s']:,.0f} streams/s"
+        cpu = f", {v['cpu_us_per_stream']:,.0f} CPU us/stream" if "cpu_us_per_stream" in v else ""
+        return f"{v['streams_s']:,.0f} streams/s{cpu}"
     if m.metric == "rtt":
         return f"p50 {v['p50_us']:,.0f} us, p99 {v['p99_us']:,.0f} us"
     if m.metric == "idle-memory":
@@ -579,6 +602,10 @@ def render(
                 if ref is not None and ref.runs:
                     what = " p50" if m.metric == "rtt" else ""
                     ratio = f"{m.headline() / ref.headline():.2f}x {ref.short}{what}"
+                    mine, theirs = m.values(), ref.values()
+                    for cpu in ("cpu_s_per_gib", "cpu_us_per_stream"):
+                        if cpu in mine and cpu in theirs and theirs[cpu] > 0:
+                            ratio += f" (CPU {mine[cpu] / theirs[cpu]:.2f}x)"
             lines.append(f"| {m.label} | {value} | {ratio} |")
         lines.append("")
     lines.append("### Targets (issue 7)")
@@ -672,6 +699,26 @@ def summarize_profiles(profile_dir: Path, limit: int = 25) -> str:
     return "\n".join(out)
 
 
+def apply_mux_options(
+    measurements: list[Measurement], pairs: list[str], parser: argparse.ArgumentParser
+) -> None:
+    """Merge ``--mux-option NAME=VALUE`` settings into every muxstream measurement."""
+    extra: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            parser.error(f"--mux-option needs NAME=VALUE, got {pair!r}")
+        try:
+            extra[name.strip()] = json.loads(text)
+        except ValueError:
+            extra[name.strip()] = text
+    if not extra:
+        return
+    for m in measurements:
+        if m.peer == "muxstream":
+            m.params = dict(m.params, options={**m.params.get("options", {}), **extra})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="muxstream benchmarks: every row against its baselines, in one run."
@@ -715,6 +762,18 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON output path (default benchmarks/results/run-<UTC time>.json)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--mux-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="session option for every muxstream measurement (repeatable), e.g. "
+        "initial_window=4194304; values are parsed as JSON, else kept as text",
+    )
+    parser.add_argument(
+        "--only",
+        help="comma-separated measurement keys or peers to run (e.g. bulk/muxstream,trio)",
+    )
     args = parser.parse_args(argv)
 
     quick = args.quick
@@ -754,6 +813,10 @@ def main(argv: list[str] | None = None) -> int:
             launcher.profile_dir.mkdir()
         with tls_files(tmpdir) as tls:
             measurements = plan(cfg, rows, go_missing, tls)
+            apply_mux_options(measurements, args.mux_option, parser)
+            if args.only:
+                wanted = {w.strip() for w in args.only.split(",")}
+                measurements = [m for m in measurements if m.key in wanted or m.peer in wanted]
             started = time.monotonic()
             run_all(measurements, cfg, launcher, log)
             elapsed = time.monotonic() - started

@@ -14,7 +14,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._common import ACK_SIZE, CHUNK, PAYLOAD, Params, Result, emit, percentile
+from .._common import (
+    ACK_SIZE,
+    CHUNK,
+    PAYLOAD,
+    Params,
+    Result,
+    emit,
+    percentile,
+    start_timed_sync,
+)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -94,10 +103,9 @@ def bulk_client(port: int, params: Params) -> Result:
     with _connect(port, b"B") as sock:
         if params.get("warmup"):
             _transfer(sock, params["warmup"])
-        start = time.perf_counter()
+        timer = start_timed_sync()
         _transfer(sock, params["size"])
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "bytes": params["size"]}
+        return timer.result(bytes=params["size"])
 
 
 def echo_client(port: int, params: Params) -> Result:

@@ -12,7 +12,6 @@ Requests: ``POST /bulk`` (the reply body is the received byte count, 8 bytes) an
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import h2.config
@@ -29,6 +28,7 @@ from .._common import (
     Result,
     listener_port,
     split_sizes,
+    start_timed,
     trio_listen,
 )
 
@@ -217,9 +217,9 @@ async def bulk_client(port: int, params: Params) -> Result:
     async def body(peer: H2Peer) -> Result:
         if params.get("warmup"):
             await _bulk(peer, params["warmup"], streams)
-        start = time.perf_counter()
+        timer = await start_timed()
         await _bulk(peer, params["size"], streams)
-        return {"seconds": time.perf_counter() - start, "bytes": params["size"]}
+        return timer.result(bytes=params["size"])
 
     result: Result = await _client(port, body)
     return result
@@ -246,9 +246,9 @@ async def churn_client(port: int, params: Params) -> Result:
 
     async def body(peer: H2Peer) -> Result:
         await run(peer, min(count, 50))
-        start = time.perf_counter()
+        timer = await start_timed()
         await run(peer, count)
-        return {"seconds": time.perf_counter() - start, "count": count}
+        return timer.result(count=count)
 
     result: Result = await _client(port, body)
     return result

@@ -33,6 +33,7 @@ from .._common import (
     percentile,
     rss_kib,
     split_sizes,
+    start_timed,
     tls_contexts,
     trio_listen,
 )
@@ -219,10 +220,10 @@ async def bulk_client(port: int, params: Params) -> Result:
     async with _session(port, params) as session:
         if params.get("warmup"):
             await _bulk(session, params["warmup"], streams)
-        start = time.perf_counter()
+        timer = await start_timed()
         await _bulk(session, params["size"], streams)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "bytes": params["size"]}
+        result = timer.result(bytes=params["size"])
+    return result
 
 
 async def _echo(session: Any) -> None:
@@ -256,10 +257,10 @@ async def churn_client(port: int, params: Params) -> Result:
     count, concurrency = params["count"], params["concurrency"]
     async with _session(port, params) as session:
         await _churn(session, min(count, 50), concurrency)
-        start = time.perf_counter()
+        timer = await start_timed()
         await _churn(session, count, concurrency)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "count": count}
+        result = timer.result(count=count)
+    return result
 
 
 async def _send_forever(stream: Any) -> None:

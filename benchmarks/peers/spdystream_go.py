@@ -21,6 +21,7 @@ GO_SOURCE = r"""
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/moby/spdystream"
@@ -60,6 +62,23 @@ func emit(fields map[string]interface{}) {
 		panic(err)
 	}
 	os.Stdout.Write(append(b, '\n'))
+}
+
+var stdin = bufio.NewReader(os.Stdin)
+
+// startTimed tells the orchestrator the measured section starts and waits for "go".
+func startTimed() (time.Time, float64) {
+	emit(map[string]interface{}{"event": "checkpoint", "name": "start"})
+	if _, err := stdin.ReadString('\n'); err != nil {
+		fail(err)
+	}
+	return time.Now(), cpuSeconds()
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func fail(err error) {
@@ -214,24 +233,26 @@ func client(s spec) {
 		p.Streams = 1
 	}
 	var start time.Time
+	var cpu0 float64
 	result := map[string]interface{}{"event": "result"}
 	switch s.Scenario {
 	case "bulk":
 		if p.Warmup > 0 {
 			bulk(conn, p.Warmup, p.Streams)
 		}
-		start = time.Now()
+		start, cpu0 = startTimed()
 		bulk(conn, p.Size, p.Streams)
 		result["bytes"] = p.Size
 	case "churn":
 		churn(conn, 50, p.Concurrency)
-		start = time.Now()
+		start, cpu0 = startTimed()
 		churn(conn, p.Count, p.Concurrency)
 		result["count"] = p.Count
 	default:
 		fail(fmt.Errorf("unknown scenario %q", s.Scenario))
 	}
 	result["seconds"] = time.Since(start).Seconds()
+	result["client_cpu"] = cpuSeconds() - cpu0
 	emit(result)
 	conn.Close()
 }

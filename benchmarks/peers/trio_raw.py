@@ -25,6 +25,7 @@ from .._common import (
     listener_port,
     percentile,
     receive_exactly,
+    start_timed,
     tls_contexts,
     trio_listen,
 )
@@ -106,10 +107,10 @@ async def bulk_client(port: int, params: Params) -> Result:
     async with stream:
         if params.get("warmup"):
             await send_transfer(stream, params["warmup"])
-        start = time.perf_counter()
+        timer = await start_timed()
         await send_transfer(stream, params["size"])
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "bytes": params["size"]}
+        result = timer.result(bytes=params["size"])
+    return result
 
 
 async def _saturate(port: int, params: Params) -> None:

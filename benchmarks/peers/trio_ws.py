@@ -8,8 +8,6 @@ The client sends binary messages, then the text message ``end``; the server answ
 
 from __future__ import annotations
 
-import time
-
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -19,7 +17,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from .._common import KiB, MiB, Params, Result
+from .._common import KiB, MiB, Params, Result, start_timed
 
 MESSAGE = 64 * KiB
 DEFAULT_RECEIVE_BUFFER = 256 * KiB
@@ -91,10 +89,10 @@ async def bulk_client(port: int, params: Params) -> Result:
     ) as ws:
         if params.get("warmup"):
             await _transfer(ws, params["warmup"])
-        start = time.perf_counter()
+        timer = await start_timed()
         await _transfer(ws, params["size"])
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "bytes": params["size"]}
+        result = timer.result(bytes=params["size"])
+    return result
 
 
 SCENARIOS = {"bulk": (server, bulk_client)}
