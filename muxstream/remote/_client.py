@@ -23,22 +23,23 @@ import trio
 
 import muxstream
 
+from ..transport import (
+    UpgradeRefused,
+    WebSocketStream,
+    wrap_upgrade_client,
+    wrap_websocket_client,
+)
 from ._channels import (
-    PROTOCOL_VERSION_HEADER,
     PROTOCOL_VERSIONS,
     STREAM_TYPE_HEADER,
     SUPPORTED_STREAM_PROTOCOLS,
     Channel,
-    ChannelData,
     StreamType,
-    decode_message,
     encode_close,
-    encode_data,
 )
-from ._http import HttpError, HttpResponse, PrefixedStream, http_request, websocket_key
+from ._exec_ws import ChannelSendStream, demux_messages
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
-from ._ws import WebSocket
 
 Transport = Literal["auto", "websocket", "spdy"]
 WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -98,11 +99,11 @@ class RemoteEndpoint:
         return stream, split.netloc
 
 
-def _refusal(response: HttpResponse) -> RemoteError:
-    message = response.body.decode("utf-8", "replace").strip()
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(response.body)["message"]
-    return RemoteError(response.status, message or f"HTTP {response.status}")
+def _refusal(refused: UpgradeRefused) -> RemoteError:
+    message = refused.body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        message = json.loads(refused.body)["message"]
+    return RemoteError(refused.status, message or f"HTTP {refused.status} {refused.reason}")
 
 
 async def upgrade(
@@ -111,11 +112,13 @@ async def upgrade(
     *,
     websocket_protocols: Sequence[str],
     spdy_protocols: Sequence[str],
-) -> tuple[Literal["websocket", "spdy"], str, PrefixedStream]:
+) -> tuple[Literal["websocket", "spdy"], str, trio.abc.Stream]:
     """Connect and upgrade, WebSocket first unless ``endpoint.transport`` says otherwise.
 
-    Returns (transport, negotiated protocol, upgraded stream). Raises
-    :class:`RemoteError` when the endpoint refuses (the last refusal wins).
+    Returns (transport, negotiated protocol, upgraded stream); for "websocket"
+    the stream is a :class:`~muxstream.transport.WebSocketStream`. Raises
+    :class:`RemoteError` when the endpoint refuses (the last refusal wins), and
+    ``muxstream.transport.HandshakeError`` for a broken handshake.
     """
     order: list[Literal["websocket", "spdy"]] = (
         ["websocket", "spdy"] if endpoint.transport == "auto" else [endpoint.transport]
@@ -125,40 +128,25 @@ async def upgrade(
         stream, host = await endpoint.connect()
         try:
             if kind == "websocket":
-                key = websocket_key()
-                headers = [
-                    ("connection", "Upgrade"),
-                    ("upgrade", "websocket"),
-                    ("sec-websocket-version", "13"),
-                    ("sec-websocket-key", key),
-                    ("sec-websocket-protocol", ", ".join(websocket_protocols)),
-                ]
-                response = await http_request(
-                    stream, "GET", target, host, [*headers, *endpoint.headers()]
+                websocket = await wrap_websocket_client(
+                    stream,
+                    target,
+                    host=host,
+                    subprotocols=websocket_protocols,
+                    headers=endpoint.headers(),
                 )
-            else:
-                headers = [("connection", "Upgrade"), ("upgrade", "SPDY/3.1")]
-                headers += [(PROTOCOL_VERSION_HEADER, p) for p in spdy_protocols]
-                response = await http_request(
-                    stream, "POST", target, host, [*headers, *endpoint.headers()]
-                )
-        except BaseException:
-            await stream.aclose()
-            raise
-        if response.status == 101 and response.stream is not None:
-            if kind == "websocket":
-                from wsproto.utilities import generate_accept_token
-
-                accept = response.header("sec-websocket-accept") or ""
-                if accept != generate_accept_token(key.encode()).decode():
-                    await stream.aclose()
-                    raise HttpError("bad Sec-WebSocket-Accept")
-                protocol = response.header("sec-websocket-protocol") or ""
-            else:
-                protocol = response.header(PROTOCOL_VERSION_HEADER) or ""
-            return kind, protocol, response.stream
-        await stream.aclose()
-        refusal = _refusal(response)
+                return kind, websocket.subprotocol or "", websocket
+            upgraded, response = await wrap_upgrade_client(
+                stream,
+                target,
+                host=host,
+                method="POST",
+                protocols=spdy_protocols,
+                headers=endpoint.headers(),
+            )
+            return kind, response.protocol or "", upgraded
+        except UpgradeRefused as refused:
+            refusal = _refusal(refused)
     assert refusal is not None
     raise refusal
 
@@ -194,27 +182,17 @@ class _RemoteStdin(trio.abc.SendStream):
                 await self._send.aclose()
 
 
-class _WebSocketChannelWriter(trio.abc.SendStream):
-    def __init__(self, websocket: WebSocket, channel: int, version: int) -> None:
-        self._websocket = websocket
-        self._channel = channel
+class _WebSocketStdin(ChannelSendStream):
+    """stdin over WebSocket: ``aclose`` sends the v5 close signal (v4 cannot say EOF)."""
+
+    def __init__(self, websocket: WebSocketStream, lock: trio.Lock, version: int) -> None:
+        super().__init__(websocket, Channel.STDIN, lock)
         self._version = version
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        for start in range(0, len(view), MAX_STDIN_MESSAGE):
-            await self._websocket.send_message(
-                encode_data(self._channel, view[start : start + MAX_STDIN_MESSAGE])
-            )
-        await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
     async def aclose(self) -> None:
-        # v4 has no way to say "stdin ended"; v5 sends the close signal.
         if self._version >= 5:
-            await self._websocket.send_message(encode_close(self._channel))
+            with contextlib.suppress(*_GONE):
+                await self.send_message(encode_close(Channel.STDIN))
         else:
             await trio.lowlevel.checkpoint()
 
@@ -309,24 +287,6 @@ async def _spdy_process(
         process._resize = resize
 
 
-async def _websocket_demux(
-    websocket: WebSocket, outputs: dict[int, PipeSendStream], version: int
-) -> None:
-    try:
-        while (message := await websocket.receive_message()) is not None:
-            decoded = decode_message(message, version=version)
-            if isinstance(decoded, ChannelData):
-                pipe = outputs.get(decoded.channel)
-                if pipe is not None and decoded.data:
-                    with contextlib.suppress(*_GONE):
-                        await pipe.send_all(decoded.data)
-    except (*_GONE, ValueError):
-        pass
-    finally:
-        for pipe in outputs.values():
-            pipe.close_sync()
-
-
 def exec_target(
     endpoint: RemoteEndpoint,
     pod: str,
@@ -405,7 +365,9 @@ async def open_remote_process(
                 finally:
                     nursery.cancel_scope.cancel()
         return
-    websocket = WebSocket(stream, client=True)
+    assert isinstance(stream, WebSocketStream)
+    websocket = stream
+    lock = trio.Lock()
     outputs: dict[int, PipeSendStream] = {}
     error_send, error_receive = open_pipe()
     outputs[Channel.ERROR] = error_send
@@ -414,21 +376,17 @@ async def open_remote_process(
     if stderr and not tty:
         outputs[Channel.STDERR], process.stderr = open_pipe()
     if stdin:
-        process.stdin = _WebSocketChannelWriter(websocket, Channel.STDIN, process.version)
+        process.stdin = _WebSocketStdin(websocket, lock, process.version)
     if tty:
-        process._resize = _WebSocketChannelWriter(websocket, Channel.RESIZE, process.version)
-    try:
+        process._resize = ChannelSendStream(websocket, Channel.RESIZE, lock)
+    async with websocket:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_websocket_demux, websocket, outputs, process.version)
+            nursery.start_soon(demux_messages, websocket, process.version, outputs)
             nursery.start_soon(process._read_error, error_receive)
             try:
                 yield process
             finally:
                 nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await websocket.send_close(1000)
-            await websocket.stream.aclose()
 
 
 async def run_remote(

@@ -4,9 +4,9 @@ Theory of operation: one reader task demultiplexes the client's messages
 (stdin, resize, the v5 close signal) into bounded pipes that
 :func:`pump_process` reads; output goes out as channel messages. When the
 process has exited and its output is flushed, the Status goes out on channel
-3 and the server starts the close handshake (1000): client-go treats a normal
-closure as EOF on every channel (tools/remotecommand/websocket.go
-``readDemuxLoop``), which is how it learns stdout, stderr and error are done.
+3 and we return: the HTTP server then closes the WebSocket with 1000, which
+client-go treats as EOF on every channel (tools/remotecommand/websocket.go
+``readDemuxLoop``) -- that is how it learns stdout, stderr and error are done.
 The server never sends close signals itself: client-go v1.32 does not expect
 them and logs each as an unknown stream.
 """
@@ -18,29 +18,37 @@ import logging
 
 import trio
 
+from ..transport import WebSocketStream
 from ._backend import ExecBackend, ExecRequest
 from ._channels import Channel, ChannelClosed, ChannelData, decode_message, encode_data
 from ._pipe import PipeSendStream, open_pipe
 from ._pump import run_request
-from ._ws import WebSocket
 
 logger = logging.getLogger("muxstream.remote")
 
-#: Output chunks larger than this are split into several messages.
+#: Output chunks larger than this are split into several messages (client-go
+#: reads 32 KiB at a time; smaller messages keep stdout and stderr interleaved).
 MAX_OUTPUT_MESSAGE = 32 * 1024
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class ChannelSendStream(trio.abc.SendStream):
-    """Writes go out as binary messages on one channel."""
+    """Writes go out as binary messages on one channel. Several of these may
+    share one WebSocket: ``lock`` serialises their messages."""
 
-    def __init__(self, websocket: WebSocket, channel: int) -> None:
+    def __init__(self, websocket: WebSocketStream, channel: int, lock: trio.Lock) -> None:
         self._websocket = websocket
         self._channel = channel
+        self._lock = lock
+
+    async def send_message(self, message: bytes) -> None:
+        async with self._lock:
+            await self._websocket.send_message(message)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         for start in range(0, len(view), MAX_OUTPUT_MESSAGE):
-            await self._websocket.send_message(
+            await self.send_message(
                 encode_data(self._channel, view[start : start + MAX_OUTPUT_MESSAGE])
             )
         await trio.lowlevel.checkpoint()
@@ -52,87 +60,83 @@ class ChannelSendStream(trio.abc.SendStream):
         await trio.lowlevel.checkpoint()
 
 
-async def _demux(
-    websocket: WebSocket,
+async def demux_messages(
+    websocket: WebSocketStream,
     version: int,
-    inputs: dict[int, PipeSendStream],
-    client_gone: trio.Event,
-    process_done: trio.Event,
-    reader_done: trio.Event,
+    sinks: dict[int, PipeSendStream],
 ) -> None:
-    """Read every client message until the close handshake or EOF."""
+    """Route incoming channel messages into ``sinks`` until the peer closes.
+
+    A v5 close signal closes that channel's sink; at the end every sink is
+    closed (EOF for its reader). Messages for channels without a sink are dropped.
+    """
     try:
         while True:
-            message = await websocket.receive_message()
-            if message is None:
+            try:
+                message = await websocket.receive_message()
+            except (trio.EndOfChannel, *_GONE):
                 break
             try:
                 decoded = decode_message(message, version=version)
             except ValueError:
-                logger.warning("bad close signal from client; ignoring")
+                logger.warning("bad close signal from the peer; ignoring it")
                 continue
             if isinstance(decoded, ChannelData):
-                pipe = inputs.get(decoded.channel)
+                pipe = sinks.get(decoded.channel)
                 if pipe is not None and decoded.data:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    with contextlib.suppress(*_GONE):
                         await pipe.send_all(decoded.data)
             elif isinstance(decoded, ChannelClosed):
-                pipe = inputs.pop(decoded.channel, None)
+                pipe = sinks.pop(decoded.channel, None)
                 if pipe is not None:
                     pipe.close_sync()
-    except trio.BrokenResourceError:
-        pass
     finally:
-        for pipe in inputs.values():
+        for pipe in sinks.values():
             pipe.close_sync()
-        if not process_done.is_set():
-            client_gone.set()
-        reader_done.set()
 
 
 async def serve_exec_websocket(
-    websocket: WebSocket,
+    websocket: WebSocketStream,
     protocol: str,
     request: ExecRequest,
     backend: ExecBackend,
-    *,
-    close_timeout: float,
 ) -> None:
-    """Run one exec/attach over an accepted WebSocket; returns when it is closed."""
+    """Run one exec/attach over an accepted WebSocket. Returns once the Status
+    is sent; the caller closes the WebSocket."""
     version = 5 if protocol.startswith("v5.") else 4
-    inputs: dict[int, PipeSendStream] = {}
+    sinks: dict[int, PipeSendStream] = {}
     stdin_source = resize_source = None
     if request.stdin:
-        send, stdin_source = open_pipe()
-        inputs[Channel.STDIN] = send
+        sinks[Channel.STDIN], stdin_source = open_pipe()
     if request.tty:
-        send, resize_source = open_pipe()
-        inputs[Channel.RESIZE] = send
+        sinks[Channel.RESIZE], resize_source = open_pipe()
+    lock = trio.Lock()
     client_gone = trio.Event()
     process_done = trio.Event()
-    reader_done = trio.Event()
-    error_channel = ChannelSendStream(websocket, Channel.ERROR)
+
+    async def read_client() -> None:
+        await demux_messages(websocket, version, sinks)
+        if not process_done.is_set():
+            client_gone.set()
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            _demux, websocket, version, inputs, client_gone, process_done, reader_done
-        )
+        nursery.start_soon(read_client)
         try:
             status = await run_request(
                 backend,
                 request,
                 stdin=stdin_source,
-                stdout=ChannelSendStream(websocket, Channel.STDOUT) if request.stdout else None,
-                stderr=ChannelSendStream(websocket, Channel.STDERR) if request.stderr else None,
+                stdout=ChannelSendStream(websocket, Channel.STDOUT, lock)
+                if request.stdout
+                else None,
+                stderr=ChannelSendStream(websocket, Channel.STDERR, lock)
+                if request.stderr
+                else None,
                 resize=resize_source,
                 client_gone=client_gone,
             )
         finally:
             process_done.set()
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await error_channel.send_all(status)
-        await websocket.send_close(1000)
-        # The reader sees the client's Close (or EOF) and exits; bound the wait.
-        with trio.move_on_after(close_timeout):
-            await reader_done.wait()
-        nursery.cancel_scope.cancel()
-    await websocket.stream.aclose()
+        with contextlib.suppress(*_GONE):
+            await ChannelSendStream(websocket, Channel.ERROR, lock).send_all(status)
+        nursery.cancel_scope.cancel()  # the reader; the close handshake reads from here on

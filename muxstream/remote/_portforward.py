@@ -20,7 +20,6 @@ import trio
 import muxstream
 
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
-from ._ws import WebSocket, WebSocketByteStream
 
 if TYPE_CHECKING:
     from ._server import RemoteServerConfig
@@ -129,17 +128,3 @@ async def serve_port_forward_session(
                             _forward, pair[StreamType.ERROR], pair[StreamType.DATA], config, pod
                         )
             nursery.cancel_scope.cancel()
-
-
-async def serve_port_forward_spdy(
-    transport: trio.abc.Stream, config: RemoteServerConfig, pod: str
-) -> None:
-    """Port-forward over an upgraded SPDY connection."""
-    await serve_port_forward_session(transport, config, pod)
-
-
-async def serve_port_forward_tunnel(
-    websocket: WebSocket, config: RemoteServerConfig, pod: str
-) -> None:
-    """Port-forward over ``SPDY/3.1+portforward.k8s.io``: SPDY inside binary messages."""
-    await serve_port_forward_session(WebSocketByteStream(websocket), config, pod)

@@ -21,19 +21,15 @@ from typing import Any
 
 import trio
 
+from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
     PORT_FORWARD_TUNNEL_PROTOCOL,
-    PROTOCOL_VERSION_HEADER,
     SUPPORTED_STREAM_PROTOCOLS,
-    negotiate,
-    split_header_values,
 )
 from ._exec_ws import serve_exec_websocket
-from ._http import HttpError, HttpRequest, HttpServerConnection
 from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
-from ._ws import WebSocket
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -53,8 +49,9 @@ class RemoteServerConfig:
 
     Args:
       token: the bearer token clients must present (``Authorization: Bearer``).
-      client_certs: accept a verified TLS client certificate as authentication
-        (the ssl_context must request and verify client certificates).
+      client_certs: authenticate by TLS client certificate: :func:`serve_remote`
+        then requires an ssl_context with ``verify_mode = CERT_REQUIRED``, so a
+        connection without a certificate signed by its CA never gets this far.
       insecure_no_auth: serve without authentication (local experiments only).
       allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
       allowed_ports: if set, port-forward is refused unless the port is listed.
@@ -84,81 +81,71 @@ class RemoteServerConfig:
             )
 
 
-def _authorized(config: RemoteServerConfig, request: HttpRequest, stream: trio.abc.Stream) -> bool:
-    if config.insecure_no_auth:
+def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
+    if config.insecure_no_auth or config.client_certs:
+        # client_certs: the TLS handshake already verified the certificate.
         return True
     if config.token:
-        header = request.header("authorization") or ""
+        header = request.headers.get("authorization") or ""
         scheme, _, presented = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(
             presented.strip().encode(), config.token.encode()
         ):
             return True
-    if config.client_certs and isinstance(stream, trio.SSLStream):
-        with contextlib.suppress(Exception):
-            if stream.getpeercert():
-                return True
     return False
 
 
+async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
+    await request.respond(
+        response.status,
+        [("content-type", response.content_type), *headers.items()],
+        response.body,
+    )
+
+
 class RemoteServer:
-    """Serves one configuration; :meth:`handle_connection` takes any accepted stream."""
+    """Serves one configuration as an HTTP application (``transport.HTTPApp``).
+
+    Use :meth:`app` with ``muxstream.transport.serve_http`` (or any server that
+    takes an ``HTTPApp``), or :meth:`handle_connection` with an accepted stream.
+    """
 
     def __init__(self, config: RemoteServerConfig, backend: ExecBackend) -> None:
         self.config = config
         self.backend = backend
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        """Serve HTTP requests on ``stream`` until it closes or is upgraded."""
-        http = HttpServerConnection(stream)
-        try:
-            while True:
-                with trio.fail_after(self.config.handshake_timeout):
-                    request = await http.next_request()
-                if request is None:
-                    break
-                upgraded = await self._dispatch(http, request)
-                if upgraded or http.must_close:
-                    break
-        except (HttpError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            logger.debug("connection dropped: %r", exc)
-        except Exception:  # one bad connection must not take the server down
-            logger.exception("error serving a connection")
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
+        """Serve HTTP requests on ``stream`` until it closes (closes it on return)."""
+        await handle_http_connection(
+            stream, self.app, handshake_timeout=self.config.handshake_timeout
+        )
 
-    async def _refuse(self, http: HttpServerConnection, response: ApiResponse) -> bool:
-        await http.respond(response.status, response.body, response.content_type)
-        return False
-
-    async def _dispatch(self, http: HttpServerConnection, request: HttpRequest) -> bool:
-        """Answer one request; True if the connection was upgraded (and is done)."""
-        if not _authorized(self.config, request, http.stream):
+    async def app(self, request: HTTPRequest) -> None:
+        """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
+        if not _authorized(self.config, request):
             logger.info("refused unauthenticated %s %s", request.method, request.target)
-            return await self._refuse(
-                http, ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized"))
+            await _answer(
+                request, ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized"))
             )
+            return
         target = self.config.api.parse_subresource(request.target)
         if target is None:
-            response = self.config.api.respond(request.method, request.target)
-            await http.respond(response.status, response.body, response.content_type)
-            return False
+            await _answer(request, self.config.api.respond(request.method, request.target))
+            return
         if isinstance(target, ApiResponse):
-            return await self._refuse(http, target)
+            await _answer(request, target)
+            return
         refusal = self._policy_refusal(target)
         if refusal is not None:
-            return await self._refuse(http, refusal)
-        if request.wants_upgrade("websocket"):
-            return await self._websocket(http, request, target)
-        if request.wants_upgrade("spdy/3.1"):
-            return await self._spdy(http, request, target)
-        return await self._refuse(
-            http,
-            ApiResponse(
-                400, status_body(400, "BadRequest", "Upgrade request required"), "application/json"
-            ),
-        )
+            await _answer(request, refusal)
+            return
+        if request.is_websocket:
+            await self._websocket(request, target)
+        elif request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1"):
+            await self._spdy(request, target)
+        else:
+            message = "Upgrade request required"
+            await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
 
     def _policy_refusal(self, target: SubresourceRequest) -> ApiResponse | None:
         if target.kind == "exec":
@@ -180,89 +167,67 @@ class RemoteServer:
                 return ApiResponse(403, status_body(403, "Forbidden", "port is not allowed"))
         return None
 
-    async def _websocket(
-        self, http: HttpServerConnection, request: HttpRequest, target: SubresourceRequest
-    ) -> bool:
-        from wsproto.utilities import generate_accept_token
-
-        key = request.header("sec-websocket-key")
-        offered = split_header_values(request.header_values("sec-websocket-protocol"))
+    async def _websocket(self, request: HTTPRequest, target: SubresourceRequest) -> None:
         supported = (
             (PORT_FORWARD_TUNNEL_PROTOCOL,)
             if target.kind == "portforward"
             else WEBSOCKET_EXEC_PROTOCOLS
         )
-        protocol = negotiate(offered, supported)
-        if key is None or request.header("sec-websocket-version") != "13" or protocol is None:
+        protocol = request.negotiate_subprotocol(supported)
+        if protocol is None:
+            offered = request.websocket_subprotocols
             message = (
                 f"websocket: unsupported protocols {offered}; server accepts {list(supported)}"
             )
-            return await self._refuse(
-                http, ApiResponse(400, status_body(400, "BadRequest", message))
+            await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
+            return
+        try:
+            websocket = await request.accept_websocket(
+                protocol, close_timeout=self.config.close_timeout
             )
-        stream = await http.switch_protocols(
-            [
-                ("upgrade", "websocket"),
-                ("connection", "Upgrade"),
-                ("sec-websocket-accept", generate_accept_token(key.encode()).decode()),
-                ("sec-websocket-protocol", protocol),
-            ]
-        )
+        except HandshakeError:
+            return  # already answered 400/426
         logger.info("%s %s: WebSocket %s", target.kind, target.pod, protocol)
-        websocket = WebSocket(stream, client=False)
         if target.kind == "portforward":
-            from ._portforward import serve_port_forward_tunnel
+            from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_tunnel(websocket, self.config, target.pod)
+            await serve_port_forward_session(websocket, self.config, target.pod)
         else:
-            await serve_exec_websocket(
-                websocket,
-                protocol,
-                target.exec_request(),
-                self.backend,
-                close_timeout=self.config.close_timeout,
-            )
-        return True
+            await serve_exec_websocket(websocket, protocol, target.exec_request(), self.backend)
 
-    async def _spdy(
-        self, http: HttpServerConnection, request: HttpRequest, target: SubresourceRequest
-    ) -> bool:
-        offered = split_header_values(request.header_values(PROTOCOL_VERSION_HEADER))
+    async def _spdy(self, request: HTTPRequest, target: SubresourceRequest) -> None:
         supported = (
             (PORT_FORWARD_PROTOCOL,) if target.kind == "portforward" else SUPPORTED_STREAM_PROTOCOLS
         )
-        protocol = negotiate(offered, supported)
+        protocol = request.negotiate_protocol(supported)
         if protocol is None:
             # apimachinery httpstream.Handshake answers 403 and lists what it accepts.
+            offered = request.protocol_versions
             message = (
                 f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
                 f"server accepts {list(supported)}"
             )
-            await http.respond(
+            await request.respond(
                 403,
+                [
+                    ("content-type", "application/json"),
+                    ("x-accepted-stream-protocol-versions", ", ".join(supported)),
+                ],
                 status_body(403, "Forbidden", message),
-                headers=[("x-accepted-stream-protocol-versions", ", ".join(supported))],
             )
-            return False
-        stream = await http.switch_protocols(
-            [
-                ("connection", "Upgrade"),
-                ("upgrade", "SPDY/3.1"),
-                (PROTOCOL_VERSION_HEADER, protocol),
-            ]
-        )
+            return
+        stream = await request.accept_upgrade(protocol, upgrade="SPDY/3.1")
         logger.info("%s %s: SPDY %s", target.kind, target.pod, protocol)
         if target.kind == "portforward":
-            from ._portforward import serve_port_forward_spdy
+            from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_spdy(stream, self.config, target.pod)
+            await serve_port_forward_session(stream, self.config, target.pod)
         else:
             from ._exec_spdy import serve_exec_spdy
 
             await serve_exec_spdy(
                 stream, protocol, target.exec_request(), self.backend, self.config
             )
-        return True
 
 
 async def serve_remote(
@@ -276,28 +241,27 @@ async def serve_remote(
     """Serve exec/attach/cp/port-forward and the kubectl API surface on ``host:port``.
 
     Runs until cancelled, like ``trio.serve_tcp``; ``task_status.started`` gets
-    the listeners (use port 0 and read the bound port from them). With
-    ``ssl_context``, every connection is TLS. The default backend is a
+    the listeners (use port 0 and read the bound port with :func:`bound_port`).
+    With ``ssl_context``, every connection is TLS. The default backend is a
     :class:`LocalBackend` living as long as this call.
     """
-    if config.client_certs and (ssl_context is None or ssl_context.verify_mode == ssl.CERT_NONE):
-        raise ValueError("client_certs=True needs an ssl_context that requests client certificates")
+    if config.client_certs and (
+        ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
+    ):
+        raise ValueError("client_certs=True needs an ssl_context with verify_mode=CERT_REQUIRED")
     async with contextlib.AsyncExitStack() as stack:
         backend = config.backend
         if backend is None:
             backend = await stack.enter_async_context(LocalBackend())
         server = RemoteServer(config, backend)
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        if ssl_context is not None:
-            wrapped: list[Any] = [
-                trio.SSLListener(listener, ssl_context, https_compatible=True)
-                for listener in listeners
-            ]
-        else:
-            wrapped = list(listeners)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, server.handle_connection, wrapped)
-            task_status.started(listeners)
+        await serve_http(
+            server.app,
+            port,
+            host=host,
+            ssl_context=ssl_context,
+            handshake_timeout=config.handshake_timeout,
+            task_status=task_status,
+        )
 
 
 def bound_port(listeners: list[trio.SocketListener]) -> int:
