@@ -30,7 +30,8 @@ the kernel never answers them with a RST that would destroy data in flight.
 
 Peer violations (text message, bad framing, unmasked client frame, oversized
 message) send the matching close code and raise ``trio.BrokenResourceError``
-from :class:`WebSocketProtocolError` after the earlier bytes.
+from :class:`WebSocketProtocolError` after the earlier bytes; ``aclose()`` then
+closes without waiting for the violator's reply (RFC 6455 section 7.1.7).
 """
 
 from __future__ import annotations
@@ -506,6 +507,10 @@ class WebSocketStream(trio.abc.Stream):
 
     async def _close_handshake(self) -> None:
         await self._send_close_frame()
+        if isinstance(self._error, WebSocketProtocolError):
+            # RFC 6455 7.1.7: after failing the connection, send the close frame and
+            # stop processing the peer's data -- no wait for its reply.
+            return
         transport = self.transport_stream
         # Wait for the peer's close frame; data after ours is discarded (we are closing).
         while self._conn.state is ConnectionState.LOCAL_CLOSING and not self._transport_eof:
