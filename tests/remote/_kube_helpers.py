@@ -59,7 +59,8 @@ class Endpoint:
             )
 
 
-def write_kubeconfig(path: Path, port: int, ca_path: Path) -> None:
+def write_kubeconfig(path: Path, port: int, ca_path: Path, user: str | None = None) -> None:
+    user = user or f"token: {TOKEN}"
     path.write_text(
         f"""apiVersion: v1
 kind: Config
@@ -71,7 +72,7 @@ clusters:
 users:
 - name: mux
   user:
-    token: {TOKEN}
+    {user}
 contexts:
 - name: mux
   context: {{cluster: mux, user: mux, namespace: default}}
@@ -85,14 +86,28 @@ async def kube_endpoint(
     tmp_path: Path,
     *,
     attach_commands: Mapping[str, Sequence[str]] | None = None,
+    client_certs: bool = False,
     **config: object,
 ) -> AsyncIterator[Endpoint]:
-    """A TLS + token endpoint serving pod ``demo`` (container ``main``) from local processes."""
+    """A TLS endpoint serving pod ``demo`` (container ``main``) from local processes,
+    authenticating by token, or by client certificate with ``client_certs``."""
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
+    user = None
+    if client_certs:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+        client = ca.issue_cert("kubectl-user@example")
+        client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+        client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        user = (
+            f"client-certificate: {tmp_path / 'client.crt'}\n"
+            f"    client-key: {tmp_path / 'client.key'}"
+        )
+        config = {"token": None, "client_certs": True, **config}
     attach = attach_commands or {"main": ["sh", "-c", ATTACH_SCRIPT]}
     async with LocalBackend(attach_commands=attach, cwd=str(tmp_path)) as backend:
         options: dict[str, object] = {
@@ -110,6 +125,6 @@ async def kube_endpoint(
             )
             port = bound_port(listeners)
             kubeconfig = tmp_path / "kubeconfig.yaml"
-            write_kubeconfig(kubeconfig, port, ca_path)
+            write_kubeconfig(kubeconfig, port, ca_path, user)
             yield Endpoint(port, kubeconfig, tmp_path / "kube-cache", ca, ca_path)
             nursery.cancel_scope.cancel()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import os
 import re
+import signal
+import struct
+import termios
 from pathlib import Path
 
 import pytest
 import trio
 
-from ._kube_helpers import KUBECTL, kube_endpoint
+from ._kube_helpers import KUBECTL, kube_endpoint, write_kubeconfig
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
@@ -174,3 +179,86 @@ async def test_kubectl_port_forward_to_echo_server(
                 await process.wait()
         nursery.cancel_scope.cancel()
     assert _used(caplog, transport)
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_exec_tty_follows_terminal_resizes(tmp_path: Path, transport: str) -> None:
+    """kubectl -it on a pseudo-terminal: raw mode, the remote pty, SIGWINCH -> resize."""
+    master, slave = os.openpty()
+    _set_winsize(slave, 40, 100)
+    script = "while read x; do stty size; done; exit 3"
+    async with kube_endpoint(tmp_path) as endpoint:
+        assert KUBECTL is not None
+        process = await trio.lowlevel.open_process(
+            [
+                KUBECTL,
+                f"--kubeconfig={endpoint.kubeconfig}",
+                f"--cache-dir={endpoint.cache_dir}",
+                "exec",
+                "-it",
+                "demo",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=endpoint.env(transport),
+        )
+        os.close(slave)
+        terminal = trio.lowlevel.FdStream(master)
+        seen = b""
+
+        async def until(expected: bytes) -> None:
+            nonlocal seen
+            # Keep asking: the resize and the keystroke travel on different streams.
+            while expected not in seen:
+                await terminal.send_all(b"size?\r")
+                with trio.move_on_after(0.5):
+                    while expected not in seen:
+                        seen += await terminal.receive_some()
+
+        try:
+            with trio.fail_after(60):
+                await until(b"40 100")
+                _set_winsize(master, 33, 77)
+                process.send_signal(signal.SIGWINCH)
+                await until(b"33 77")
+                await terminal.send_all(b"\x04")  # ^D: end of input for the remote shell
+                returncode = await process.wait()
+        finally:
+            process.kill()
+            with contextlib.suppress(OSError):
+                await terminal.aclose()
+    assert returncode == 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_killed_process_exits_128_plus_signal(tmp_path: Path, transport: str) -> None:
+    async with kube_endpoint(tmp_path) as endpoint:
+        result = await endpoint.kubectl(
+            "exec", "demo", "--", "sh", "-c", "kill -9 $$", transport=transport
+        )
+    assert result.returncode == 128 + signal.SIGKILL
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_with_a_client_certificate(tmp_path: Path, transport: str) -> None:
+    async with kube_endpoint(tmp_path, client_certs=True) as endpoint:
+        result = await endpoint.kubectl(
+            "exec", "demo", "--", "echo", "cert ok", transport=transport
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"cert ok\n"
+        # A token but no certificate: the TLS handshake fails, nothing runs.
+        write_kubeconfig(endpoint.kubeconfig, endpoint.port, endpoint.ca_path)
+        refused = await endpoint.kubectl("exec", "demo", "--", "echo", "no", transport=transport)
+    assert refused.returncode != 0
+    assert refused.stdout == b""
+    assert b"certificate" in refused.stderr or b"tls" in refused.stderr.lower()
