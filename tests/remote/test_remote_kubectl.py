@@ -261,4 +261,4 @@ async def test_kubectl_with_a_client_certificate(tmp_path: Path, transport: str)
         refused = await endpoint.kubectl("exec", "demo", "--", "echo", "no", transport=transport)
     assert refused.returncode != 0
     assert refused.stdout == b""
-    assert b"certificate" in refused.stderr or b"tls" in refused.stderr.lower()
+    assert b"Unable to connect to the server" in refused.stderr
