@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import struct
 import termios
 from pathlib import Path
@@ -17,7 +18,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from ._kube_helpers import KUBECTL, kube_endpoint, write_kubeconfig
+from muxstream.remote import RemoteEndpoint, run_remote
+from muxstream.transport import TransportError
+
+from ._kube_helpers import KUBECTL, kube_endpoint
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
@@ -256,9 +260,9 @@ async def test_kubectl_with_a_client_certificate(tmp_path: Path, transport: str)
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"cert ok\n"
-        # A token but no certificate: the TLS handshake fails, nothing runs.
-        write_kubeconfig(endpoint.kubeconfig, endpoint.port, endpoint.ca_path)
-        refused = await endpoint.kubectl("exec", "demo", "--", "echo", "no", transport=transport)
-    assert refused.returncode != 0
-    assert refused.stdout == b""
-    assert b"Unable to connect to the server" in refused.stderr
+        # No certificate: the TLS handshake fails before any HTTP, nothing runs.
+        context = ssl.create_default_context(cafile=str(endpoint.ca_path))
+        anonymous = RemoteEndpoint(f"https://127.0.0.1:{endpoint.port}", ssl_context=context)
+        with pytest.raises((trio.BrokenResourceError, ssl.SSLError, OSError, TransportError)):
+            await run_remote(anonymous, "demo", ["touch", str(tmp_path / "ran")])
+    assert not (tmp_path / "ran").exists()
