@@ -5,7 +5,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/run.py                 # everything, 1 GiB bulk, 3 repeats
     .venv/bin/python benchmarks/run.py --quick         # small sizes, 1 repeat (CI smoke)
     .venv/bin/python benchmarks/run.py --rows bulk,ping --size 256M --repeats 5
-    .venv/bin/python benchmarks/run.py --profile       # also cProfile the muxstream side
+    .venv/bin/python benchmarks/run.py --rows bulk --only muxstream --profile py-spy
 
 Each measurement is two fresh processes over 127.0.0.1 (a server and a client worker,
 ``benchmarks/worker.py`` or the Go reference binary); repetitions are interleaved
@@ -26,8 +26,8 @@ import json
 import math
 import os
 import platform
-import pstats
 import selectors
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # allow `python benchmarks/run.py`
     sys.path.insert(0, str(REPO))
 
+from benchmarks import _profiling  # noqa: E402
 from benchmarks._common import GiB, KiB, MiB, rss_kib  # noqa: E402
 from benchmarks.peers import mux as mux_peer  # noqa: E402
 from benchmarks.peers import spdystream_go  # noqa: E402
@@ -105,6 +106,8 @@ class Worker:
                 )
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
+        if not line.startswith(b"{"):  # a wrapper's chatter (a profiler, say): not ours
+            return self.read_event(deadline)
         try:
             event = json.loads(line)
         except ValueError as exc:
@@ -152,6 +155,8 @@ class Launcher:
     """Builds worker command lines (Python workers, optionally profiled; the Go binary)."""
 
     go_binary: Path | None = None
+    profiler: str | None = None  # "cprofile" or "py-spy": wraps the muxstream workers
+    py_spy: str | None = None
     profile_dir: Path | None = None
     profile_counter: int = 0
 
@@ -159,14 +164,12 @@ class Launcher:
         if peer == "go-spdystream":
             assert self.go_binary is not None
             return [str(self.go_binary), json.dumps(spec)]
-        python = [sys.executable]
-        if self.profile_dir is not None and peer == "muxstream":
+        argv = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
+        if self.profiler and self.profile_dir is not None and peer == "muxstream":
             self.profile_counter += 1
-            out = self.profile_dir / (
-                f"{spec['scenario']}-{spec['role']}-{self.profile_counter}.prof"
-            )
-            python += ["-m", "cProfile", "-o", str(out)]
-        return [*python, "-m", "benchmarks.worker", json.dumps(spec)]
+            out = self.profile_dir / f"{spec['scenario']}-{spec['role']}-{self.profile_counter}"
+            argv = _profiling.wrap(self.profiler, argv, out, self.py_spy)
+        return argv
 
 
 def run_pair(
@@ -680,25 +683,6 @@ def tls_files(directory: Path) -> Iterator[dict[str, str]]:
     yield {k: str(v) for k, v in paths.items()}
 
 
-def summarize_profiles(profile_dir: Path, limit: int = 25) -> str:
-    """Merge the cProfile outputs per scenario/role and return the top functions."""
-    groups: dict[str, list[Path]] = {}
-    for path in sorted(profile_dir.glob("*.prof")):
-        scenario, role, _ = path.stem.rsplit("-", 2)
-        groups.setdefault(f"{scenario} {role}", []).append(path)
-    out = []
-    for name, paths in groups.items():
-        import io
-
-        buf = io.StringIO()
-        stats = pstats.Stats(str(paths[0]), stream=buf)
-        for p in paths[1:]:
-            stats.add(str(p))
-        stats.sort_stats("tottime").print_stats(limit)
-        out.append(f"==== cProfile: muxstream {name} (by own time) ====\n{buf.getvalue()}")
-    return "\n".join(out)
-
-
 def apply_mux_options(
     measurements: list[Measurement], pairs: list[str], parser: argparse.ArgumentParser
 ) -> None:
@@ -753,9 +737,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile",
-        action="store_true",
-        help="run the muxstream workers under cProfile and print the top functions",
+        nargs="?",
+        const="cprofile",
+        choices=("cprofile", "py-spy"),
+        help="profile the muxstream workers (cProfile by default, or py-spy: pass "
+        "--py-spy PATH or have py-spy on PATH) and print where the time goes",
     )
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary")
     parser.add_argument(
         "--output",
         type=Path,
@@ -809,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
                 go_missing = f"build failed: {str(exc).splitlines()[0]}"
                 log(str(exc))
         if args.profile:
+            if args.profile == "py-spy" and not args.py_spy:
+                parser.error("--profile py-spy needs py-spy (pip install py-spy, or --py-spy PATH)")
+            launcher.profiler, launcher.py_spy = args.profile, args.py_spy
             launcher.profile_dir = tmpdir / "profiles"
             launcher.profile_dir.mkdir()
         with tls_files(tmpdir) as tls:
@@ -840,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         if args.profile and launcher.profile_dir is not None:
             print()
-            print(summarize_profiles(launcher.profile_dir))
+            print(_profiling.summarize(launcher.profile_dir))
 
     crashed = [m for m in measurements if m.errors]
     output = (
