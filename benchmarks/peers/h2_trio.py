@@ -71,14 +71,21 @@ class H2Peer:
 
     async def start(self) -> None:
         """Send the preface with large settings and a large connection window."""
-        self.conn.initiate_connection()
-        self.conn.update_settings(
-            {
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: MAX_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**20,
-            }
+        # The large values go in the very first SETTINGS frame rather than a later
+        # update_settings(): h2 refreshes its frame parser's size limit only at the start
+        # of receive_data(), so a SETTINGS ACK and a large DATA frame arriving in the same
+        # read would fail with FrameTooLargeError.
+        codes = h2.settings.SettingCodes
+        self.conn.local_settings = h2.settings.Settings(
+            client=self.client_side,
+            initial_values={
+                codes.INITIAL_WINDOW_SIZE: MAX_WINDOW,
+                codes.MAX_FRAME_SIZE: MAX_FRAME,
+                codes.MAX_CONCURRENT_STREAMS: 2**20,
+            },
         )
+        self.conn.max_inbound_frame_size = MAX_FRAME
+        self.conn.initiate_connection()
         self.conn.increment_flow_control_window(MAX_WINDOW - DEFAULT_WINDOW)
         await self.flush()
 
