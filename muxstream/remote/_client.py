@@ -43,8 +43,6 @@ from ._status import decode_status, encode_resize
 
 Transport = Literal["auto", "websocket", "spdy"]
 WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-#: Largest stdin message sent over WebSocket (client-go sends what it reads, <= 32 KiB).
-MAX_STDIN_MESSAGE = 32 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 

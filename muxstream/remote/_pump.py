@@ -59,7 +59,7 @@ async def _copy_output(
 ) -> None:
     """Copy until EOF. If the sink breaks, keep draining (a blocked writer would
     never exit) and signal the caller."""
-    async for chunk in source:
+    while chunk := await source.receive_some(COPY_SIZE):
         if sink is None:
             continue
         try:
