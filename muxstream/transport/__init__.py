@@ -42,7 +42,6 @@ from ._upgrade import UPGRADE_SPDY, open_upgraded_stream, wrap_upgrade_client
 from ._websocket import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
-    KeepaliveTimeout,
     WebSocketStream,
 )
 from ._websocket_handshake import open_websocket_stream, wrap_websocket_client
@@ -61,7 +60,6 @@ __all__ = [
     "HandshakeError",
     "HandshakeTimeout",
     "HeadersLike",
-    "KeepaliveTimeout",
     "PrefixedStream",
     "TransportError",
     "UpgradeRefused",

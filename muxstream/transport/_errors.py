@@ -18,6 +18,7 @@ chained (``from``) to one of the two WebSocket errors above.
 
 from __future__ import annotations
 
+from .._errors import MuxstreamError
 from ._headers import HTTPHeaders
 
 __all__ = [
@@ -30,8 +31,8 @@ __all__ = [
 ]
 
 
-class TransportError(Exception):
-    """Base class of every error raised by :mod:`muxstream.transport`."""
+class TransportError(MuxstreamError):
+    """Base class of the errors raised by :mod:`muxstream.transport`."""
 
 
 class HandshakeError(TransportError):

@@ -11,22 +11,31 @@ message boundaries (a byte stream: a SPDY frame may span messages, messages may
 be empty), ``receive_message`` reassembles whole messages (Kubernetes'
 ``v5.channel.k8s.io``: one channel byte, then the payload).
 
-Control frames never wait for the user: a ping's pong and the reply to the
-peer's close frame are queued while parsing and written at once if no send is
-in progress, else right after the send in progress (a reader must not block on
-a writer that may be blocked on the peer, who may be blocked on us).
+Control frames never wait for the user: a ping's pong is queued while parsing
+and written at once if no send is in progress, else right after the send in
+progress (a reader must not block on a writer that may be blocked on the peer,
+who may be blocked on us).
 
-Close
------
-Receiving close code 1000/1001/1005: ``receive_some`` returns ``b""`` after every
-earlier byte. Other codes, or TCP EOF without a close frame, raise
-``trio.BrokenResourceError`` from :class:`WebSocketClosedError` after the
-earlier bytes. ``aclose()``: send close 1000, keep reading (and discarding)
-until the peer's close frame or EOF, then TCP FIN and read until the peer's FIN
-(over TLS, which cannot half-close: the client waits for the server to close
-first, RFC 6455 section 7.1.1), then close -- all bounded by ``close_timeout``.
-That way the last bytes the peer sent us are read before our socket closes, so
-the kernel never answers them with a RST that would destroy data in flight.
+Close: the close frame is our FIN
+---------------------------------
+``send_eof()`` sends our close frame (1000) and we keep receiving; receiving
+the peer's close frame (1000/1001/1005) makes ``receive_some`` return ``b""``
+after every earlier byte, and we may keep sending until our own ``send_eof()``
+or ``aclose()`` answers it. So a session closes over a WebSocket exactly as over
+TCP: flush, close frame, read until the peer's close frame. (RFC 6455 section
+5.5.1 asks for the answer "as soon as practical"; wsproto's own Connection
+refuses to send data after a close frame arrives, which is why data frames are
+built with a FrameProtocol of our own.) Other close codes, or TCP EOF without a
+close frame, raise ``trio.BrokenResourceError`` from :class:`WebSocketClosedError`
+after the earlier bytes.
+
+``aclose()``: send our close frame if not yet sent, keep reading (and
+discarding) until the peer's close frame or EOF, then TCP FIN and read until the
+peer's FIN (over TLS, which cannot half-close: the client waits for the server
+to close first, RFC 6455 section 7.1.1), then close -- all bounded by
+``close_timeout``. That way the last bytes the peer sent us are read before our
+socket closes, so the kernel never answers them with a RST that would destroy
+data in flight.
 
 Peer violations (text message, bad framing, unmasked client frame, oversized
 message) send the matching close code and raise ``trio.BrokenResourceError``
@@ -43,16 +52,16 @@ from typing import cast
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import CloseReason, FrameProtocol
 
-from ._errors import TransportError, WebSocketClosedError, WebSocketProtocolError
+from .._errors import KeepaliveTimeout, MuxstreamError
+from ._errors import WebSocketClosedError, WebSocketProtocolError
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RECEIVE_SIZE",
     "DEFAULT_SEND_MESSAGE_SIZE",
-    "KeepaliveTimeout",
     "WebSocketStream",
 ]
 
@@ -67,11 +76,7 @@ _NORMAL_CLOSE_CODES = frozenset(
 )
 
 
-class KeepaliveTimeout(TransportError):
-    """No pong arrived within the keepalive timeout; the connection was aborted."""
-
-
-class WebSocketStream(trio.abc.Stream):
+class WebSocketStream(trio.abc.HalfCloseableStream):
     """A byte stream carried in binary WebSocket messages (plus a message API).
 
     Usually obtained from :func:`open_websocket_stream`,
@@ -93,9 +98,8 @@ class WebSocketStream(trio.abc.Stream):
 
     Use either the byte API (``send_all``/``receive_some``) or the message API
     (``send_message``/``receive_message``) in each direction; mixing them in one
-    direction makes message boundaries meaningless. Not half-closeable: a close
-    frame ends both directions in practice (wsproto, like most peers, refuses to
-    send data after receiving one).
+    direction makes message boundaries meaningless. Half-closeable: ``send_eof``
+    sends our close frame (see the module docs for what peers make of it).
     """
 
     def __init__(
@@ -115,7 +119,12 @@ class WebSocketStream(trio.abc.Stream):
         self.transport_stream = transport_stream
         self.subprotocol = subprotocol
         self.is_client = client
+        # wsproto's Connection parses and tracks the close handshake; data, pings
+        # and pongs are framed by a FrameProtocol of our own, because Connection
+        # refuses to send them once the peer's close frame has arrived -- and a
+        # half-close must go on sending until our own close frame (send_eof).
         self._conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        self._out = FrameProtocol(client, [])
         self._max_message_size = max_message_size
         self._send_message_size = send_message_size
         self._receive_size = receive_size
@@ -126,8 +135,10 @@ class WebSocketStream(trio.abc.Stream):
         self._head_offset = 0
         self._message_size = 0  # bytes of the incoming message so far
         self._eof = False  # the peer's normal close frame arrived
-        self._error: TransportError | None = None  # raised once the queue is empty
+        self._error: MuxstreamError | None = None  # raised once the queue is empty
         self._transport_eof = False
+        self._peer_close: CloseConnection | None = None  # its normal close, to answer
+        self._close_sent = False  # our close frame is queued or sent: no more sending
 
         # Outgoing control frames (pongs, close) waiting for the send lock.
         self._pending_out = bytearray()
@@ -158,7 +169,7 @@ class WebSocketStream(trio.abc.Stream):
         Raises:
             trio.BrokenResourceError: from :class:`WebSocketProtocolError` (the
                 peer broke the protocol), :class:`WebSocketClosedError` (abnormal
-                close or EOF without a close frame), :class:`KeepaliveTimeout`,
+                close or EOF without a close frame), :class:`muxstream.KeepaliveTimeout`,
                 or the transport's own error.
             trio.ClosedResourceError: this stream was closed.
             trio.BusyResourceError: another task is receiving.
@@ -294,8 +305,8 @@ class WebSocketStream(trio.abc.Stream):
                         data = bytes(data)
                     self._incoming.append((data, event.message_finished))
             elif isinstance(event, Ping):
-                if self._conn.state is ConnectionState.OPEN:
-                    self._pending_out += self._conn.send(event.response())
+                if not self._close_sent:  # after our close frame we send nothing more
+                    self._pending_out += self._out.pong(event.payload)
             elif isinstance(event, Pong):
                 if event.payload == self._awaited_pong:
                     self._pong_event.set()
@@ -315,11 +326,16 @@ class WebSocketStream(trio.abc.Stream):
             # unmasked client frame, invalid UTF-8 in a close reason...).
             self._protocol_error(event.code, event.reason or "invalid frame")
             return
+        if event.code in _NORMAL_CLOSE_CODES:
+            # EOF, like a TCP FIN: we may go on sending until our own send_eof()
+            # or aclose() answers with our close frame.
+            self._eof = True
+            self._peer_close = event
+            return
         if state is ConnectionState.REMOTE_CLOSING:
             self._pending_out += self._conn.send(event.response())
-        if event.code in _NORMAL_CLOSE_CODES:
-            self._eof = True
-        elif event.code == CloseReason.ABNORMAL_CLOSURE:
+            self._close_sent = True
+        if event.code == CloseReason.ABNORMAL_CLOSURE:
             self._error = WebSocketClosedError(event.code, "connection ended without a close frame")
         else:
             self._error = WebSocketClosedError(event.code, event.reason or "")
@@ -329,6 +345,7 @@ class WebSocketStream(trio.abc.Stream):
         self._error = WebSocketProtocolError(code, reason)
         if self._conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             self._pending_out += self._conn.send(CloseConnection(code=code, reason=reason))
+            self._close_sent = True
         self._finished.set()
 
     # -- sending -----------------------------------------------------------
@@ -373,8 +390,8 @@ class WebSocketStream(trio.abc.Stream):
                 while True:
                     chunk = view[offset : offset + step]
                     self._check_can_send()
-                    # wsproto accepts any buffer (it copies it into the frame), though typed bytes
-                    frame = self._conn.send(BytesMessage(data=cast(bytes, chunk)))
+                    # FrameProtocol accepts any buffer (it copies it into the frame)
+                    frame = self._out.send_data(cast(bytes, chunk), True)
                     await self._transport_send(frame)
                     offset += len(chunk)
                     if offset >= len(view):
@@ -388,18 +405,69 @@ class WebSocketStream(trio.abc.Stream):
             raise trio.ClosedResourceError("the WebSocketStream was closed")
         if self._aborted is not None:
             raise trio.BrokenResourceError(str(self._aborted)) from self._aborted
+        if self._error is not None:
+            raise trio.BrokenResourceError(str(self._error)) from self._error
         if self._send_broken:
             raise trio.BrokenResourceError("an earlier send on this WebSocket failed")
-        if self._conn.state is not ConnectionState.OPEN:
-            cause = self._error or WebSocketClosedError(CloseReason.NORMAL_CLOSURE, "")
-            raise trio.BrokenResourceError("the WebSocket is closing") from cause
+        if self._close_sent:
+            raise trio.ClosedResourceError("send_eof() was called: our close frame is sent")
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport can take more data (see ``trio.abc.SendStream``)."""
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            raise trio.ClosedResourceError("the WebSocketStream was closed")
-        await self.transport_stream.wait_send_all_might_not_block()
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending")
+        self._sending = True
+        try:
+            if self._closed:
+                await trio.lowlevel.checkpoint()
+                raise trio.ClosedResourceError("the WebSocketStream was closed")
+            # Holding the lock keeps readers from writing pongs meanwhile.
+            async with self._send_lock:
+                await self.transport_stream.wait_send_all_might_not_block()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        """Send our close frame (1000, or the peer's code if it closed first).
+
+        The WebSocket equivalent of a TCP FIN: the peer's ``receive_some``
+        returns ``b""``; we keep receiving until the peer's own close frame
+        (our ``receive_some`` then returns ``b""``). Further sends raise
+        ``trio.ClosedResourceError``. Idempotent. Note that many WebSocket
+        peers (wsproto's ``Connection``, browsers, gorilla by default) answer a
+        close frame at once and stop sending; muxstream's WebSocketStream
+        does not: it answers with its own ``send_eof()`` or ``aclose()``.
+
+        Raises:
+            trio.ClosedResourceError: this stream was closed.
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the transport failed.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("the WebSocketStream was closed")
+            if self._close_sent:
+                await trio.lowlevel.checkpoint()
+                return
+            self._queue_close_frame()
+            async with self._send_lock:
+                await self._flush_pending()
+        finally:
+            self._sending = False
+
+    def _queue_close_frame(self) -> None:
+        if self._close_sent:
+            return
+        self._close_sent = True
+        if self._conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            if self._peer_close is not None:
+                frame = self._conn.send(self._peer_close.response())
+            else:
+                frame = self._conn.send(CloseConnection(code=CloseReason.NORMAL_CLOSURE))
+            self._pending_out += frame
 
     async def _transport_send(self, data: bytes | bytearray) -> None:
         try:
@@ -442,19 +510,19 @@ class WebSocketStream(trio.abc.Stream):
         only while someone reads the stream. With *timeout*, a ping not
         answered within *timeout* seconds aborts the connection: pending and
         later calls raise ``trio.BrokenResourceError`` from
-        :class:`KeepaliveTimeout`. Returns when the stream is closed, the peer
+        :class:`muxstream.KeepaliveTimeout`. Returns when the stream is closed, the peer
         closed it, or it was aborted; never raises for a network failure.
         """
         while not self._finished.is_set():
             with trio.move_on_after(interval):
                 await self._finished.wait()
-            if self._finished.is_set() or self._conn.state is not ConnectionState.OPEN:
+            if self._finished.is_set() or self._close_sent or self._eof:
                 return
             self._ping_count += 1
             payload = self._ping_count.to_bytes(8, "big")
             self._awaited_pong = payload
             self._pong_event = trio.Event()
-            self._pending_out += self._conn.send(Ping(payload=payload))
+            self._pending_out += self._out.ping(payload)
             await self._flush_if_idle()
             if timeout is None:
                 continue
@@ -499,8 +567,7 @@ class WebSocketStream(trio.abc.Stream):
         await trio.aclose_forcefully(self.transport_stream)  # no-op if closed above
 
     async def _send_close_frame(self) -> None:
-        if self._conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self._pending_out += self._conn.send(CloseConnection(code=CloseReason.NORMAL_CLOSURE))
+        self._queue_close_frame()
         if not self._send_lock.locked():
             async with self._send_lock:
                 await self._flush_pending()

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong
 
+from muxstream import KeepaliveTimeout
 from muxstream.transport import (
-    KeepaliveTimeout,
     WebSocketClosedError,
     WebSocketProtocolError,
     WebSocketStream,
@@ -94,7 +94,9 @@ async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
 # -- the trio stream contract ------------------------------------------------
 
 
-async def test_websocket_stream_passes_check_two_way_stream() -> None:
+async def test_websocket_stream_passes_check_half_closeable_stream() -> None:
+    # close_timeout bounds the check where one side closes while the other
+    # keeps sending and never reads (its close frame is never answered).
     async def maker() -> tuple[WebSocketStream, WebSocketStream]:
         return ws_pair(close_timeout=0.5)
 
@@ -102,7 +104,7 @@ async def test_websocket_stream_passes_check_two_way_stream() -> None:
         return ws_pair(trio.testing.lockstep_stream_pair(), close_timeout=0.5)
 
     with trio.fail_after(60):
-        await trio.testing.check_two_way_stream(maker, clogged_maker)
+        await trio.testing.check_half_closeable_stream(maker, clogged_maker)
 
 
 # -- messages are a byte stream ------------------------------------------------
@@ -293,18 +295,37 @@ async def test_websocket_oversized_message_is_refused_with_1009() -> None:
 # -- ends ----------------------------------------------------------------------
 
 
-async def test_websocket_close_frame_is_eof_after_data_and_is_answered() -> None:
+async def test_websocket_close_frame_is_eof_and_we_may_still_send() -> None:
     client = Connection(ConnectionType.CLIENT)
-    wire = client.send(BytesMessage(b"last words")) + client.send(CloseConnection(code=1000))
+    wire = client.send(BytesMessage(b"last words")) + client.send(CloseConnection(code=1001))
     transport = ScriptedStream([wire])
     ws = WebSocketStream(transport, client=False)
     with trio.fail_after(10):
         assert await ws.receive_some() == b"last words"
         assert await ws.receive_some() == b""
         assert await ws.receive_some() == b""
-        with pytest.raises(trio.BrokenResourceError):
+        await ws.send_all(b"the rest of the answer")  # a half-close, like TCP's FIN
+        await ws.send_eof()  # answers the close frame with the peer's code
+        with pytest.raises(trio.ClosedResourceError):
             await ws.send_all(b"too late")
-    assert close_codes_sent(transport) == [1000]
+    client.receive_data(bytes(transport.sent))
+    events = list(client.events())
+    assert events == [BytesMessage(b"the rest of the answer"), CloseConnection(1001, "")]
+
+
+async def test_websocket_send_eof_keeps_receiving_until_peer_close() -> None:
+    c, s = ws_pair()
+    with trio.fail_after(10):
+        await c.send_all(b"request")
+        await c.send_eof()
+        assert await s.receive_some() == b"request"
+        assert await s.receive_some() == b""
+        await s.send_all(b"response")
+        await s.send_eof()
+        assert await read_all(c) == b"response"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.aclose)
+            nursery.start_soon(s.aclose)
 
 
 async def test_websocket_abnormal_close_code_raises_after_data() -> None:
