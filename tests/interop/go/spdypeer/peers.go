@@ -95,11 +95,13 @@ func (t *tapConn) report() (map[string]int, string) {
 type endpointFlags struct {
 	connect string
 	listen  string
+	rcvbuf  int
 }
 
 func (e *endpointFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.connect, "connect", "", "host:port to dial")
 	fs.StringVar(&e.listen, "listen", "", "host:port to listen on (accepts one connection)")
+	fs.IntVar(&e.rcvbuf, "rcvbuf", 0, "SO_RCVBUF bytes (0: kernel autotuning)")
 }
 
 // open returns the connected socket and whether this side is the SPDY server.
@@ -109,6 +111,7 @@ func (e *endpointFlags) open() (*tapConn, bool) {
 		if err != nil {
 			fatalf("dial: %v", err)
 		}
+		e.setBuffers(c)
 		return newTapConn(c), false
 	}
 	if e.listen == "" {
@@ -124,7 +127,18 @@ func (e *endpointFlags) open() (*tapConn, bool) {
 		fatalf("accept: %v", err)
 	}
 	ln.Close()
+	e.setBuffers(c)
 	return newTapConn(c), true
+}
+
+// setBuffers applies -rcvbuf: a small fixed receive buffer keeps the kernel from
+// absorbing a whole transfer (loopback autotuning here grows it to 32 MiB).
+func (e *endpointFlags) setBuffers(c net.Conn) {
+	if e.rcvbuf > 0 {
+		if err := c.(*net.TCPConn).SetReadBuffer(e.rcvbuf); err != nil {
+			fatalf("SetReadBuffer: %v", err)
+		}
+	}
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
