@@ -137,6 +137,7 @@ class _Stream:
     our_window: int = 0  # what the peer may still send us
     their_window: int = 0  # what we may still send the peer
     unacked: int = 0  # consumed, not yet credited back
+    queued: int = 0  # ordered items (DATA, FIN, HEADERS) queued, not yet handed out
 
     @property
     def we_sent_fin(self) -> bool:
@@ -148,6 +149,9 @@ class _Stream:
 
 
 _Outbound = bytes | memoryview | Frame
+#: An ordered item: the stream it belongs to (None: the session), its size as
+#: counted in ``ordered_bytes``, and the bytes or frame itself.
+_Ordered = tuple[_Stream | None, int, _Outbound]
 
 
 class Connection:
@@ -191,7 +195,7 @@ class Connection:
         self._highest_local_stream = 0
         self._outstanding_pings: set[int] = set()
         self._urgent: deque[_Outbound] = deque()
-        self._ordered: deque[_Outbound] = deque()
+        self._ordered: deque[_Ordered] = deque()
         self._ordered_bytes = 0
         #: Peer's SETTINGS, as received (id -> value).
         self.peer_settings: dict[int, int] = {}
@@ -299,8 +303,11 @@ class Connection:
         first = True
         while ordered and (size < limit or first):
             first = False
-            b = self._encode(ordered.popleft())
-            self._ordered_bytes -= len(b)
+            owner, counted, item = ordered.popleft()
+            if owner is not None:
+                owner.queued -= 1
+            b = self._encode(item)
+            self._ordered_bytes -= counted
             out.append(b)
             size += len(b)
         if not ordered:
@@ -312,9 +319,27 @@ class Connection:
         """Like :meth:`buffers_to_send`, joined into one ``bytes``."""
         return b"".join(self.buffers_to_send(max_bytes))
 
-    def _queue_ordered(self, item: bytes | memoryview | Frame, size: int) -> None:
-        self._ordered.append(item)
+    def _queue_ordered(
+        self, item: bytes | memoryview | Frame, size: int, owner: _Stream | None = None
+    ) -> None:
+        self._ordered.append((owner, size, item))
         self._ordered_bytes += size
+        if owner is not None:
+            owner.queued += 1
+
+    def _discard_queued(self, st: _Stream) -> None:
+        """Drop a reset stream's queued frames: nothing may follow RST_STREAM on the
+        wire (the peer would answer DATA on a closed stream with a stream error)."""
+        if not st.queued:
+            return
+        kept: deque[_Ordered] = deque()
+        for entry in self._ordered:
+            if entry[0] is st:
+                self._ordered_bytes -= entry[1]
+            else:
+                kept.append(entry)
+        self._ordered = kept
+        st.queued = 0
 
     # --- local verbs --------------------------------------------------------
 
@@ -401,7 +426,7 @@ class Connection:
         hdrs = headers if isinstance(headers, Headers) else Headers(headers)
         encode_header_block(hdrs)  # validate
         self._queue_ordered(HeadersFrame(stream_id, hdrs, Flag.FIN if end_stream else Flag.NONE),
-                            0)
+                            0, st)
         if end_stream:
             self._local_fin(st)
 
@@ -434,12 +459,12 @@ class Connection:
                 piece = view[off : off + step]
                 last = off + step >= n
                 flags = Flag.FIN if (last and end_stream) else 0
-                self._queue_ordered(encode_data_header(stream_id, len(piece), flags), 8)
-                self._queue_ordered(piece, len(piece))
+                self._queue_ordered(encode_data_header(stream_id, len(piece), flags), 8, st)
+                self._queue_ordered(piece, len(piece), st)
             st.their_window -= n
             self.their_session_window -= n
         elif end_stream:
-            self._queue_ordered(encode_data_header(stream_id, 0, Flag.FIN), 8)
+            self._queue_ordered(encode_data_header(stream_id, 0, Flag.FIN), 8, st)
         if end_stream:
             self._local_fin(st)
 
@@ -452,8 +477,10 @@ class Connection:
     ) -> None:
         """Abort a stream (RST_STREAM). Resetting a closed or unknown stream is a no-op.
 
-        The RST goes ahead of queued DATA, unless ``ordered``: then it follows the
-        stream's queued data and FIN (a close that still delivers what was sent).
+        The RST goes ahead of queued DATA, and the stream's own queued DATA, FIN
+        and HEADERS are discarded (no frame may follow RST_STREAM on the wire).
+        With ``ordered`` it follows the stream's queued data and FIN instead (a
+        close that still delivers what was sent).
         """
         self._check_usable()
         st = self._streams.pop(stream_id, None)
@@ -465,6 +492,7 @@ class Connection:
         if ordered:
             self._queue_ordered(frame, 16)
         else:
+            self._discard_queued(st)
             self._urgent.append(frame)
 
     def ping(self) -> int:
@@ -547,6 +575,7 @@ class Connection:
         st = self._streams.pop(stream_id, None)
         if st is not None:
             st.state = StreamState.RESET
+            self._discard_queued(st)
         self._remember_reset(stream_id)
         self._urgent.append(RstStreamFrame(stream_id, status))
         raise RemoteProtocolError.stream(message, stream_id, status)
@@ -607,6 +636,7 @@ class Connection:
         st = self._streams.pop(stream_id, None)
         if st is not None:
             st.state = StreamState.RESET
+            self._discard_queued(st)
         self._remember_reset(stream_id)
         self._urgent.append(RstStreamFrame(stream_id, status))
 
@@ -635,6 +665,7 @@ class Connection:
             st = self._streams.pop(frame.stream_id, None)
             if st is not None:
                 st.state = StreamState.RESET
+                self._discard_queued(st)  # the peer must not get more frames for it
                 events.append(StreamReset(frame.stream_id, _status(frame.status), remote=True))
         elif isinstance(frame, PingFrame):
             if (frame.ping_id % 2 == 1) == (self.role is Role.CLIENT):
@@ -792,7 +823,9 @@ class Connection:
         # Our streams the peer never processed will never be answered.
         for sid in [s for s, st in self._streams.items()
                     if st.local and s > frame.last_good_stream_id and not st.replied]:
-            del self._streams[sid]
+            st = self._streams.pop(sid)
+            st.state = StreamState.RESET
+            self._discard_queued(st)
             events.append(StreamReset(sid, RstStatus.REFUSED_STREAM, remote=True))
 
 

@@ -26,6 +26,7 @@ from muxstream.protocol import (
     HeaderCompressor,
     Headers,
     PingFrame,
+    RemoteProtocolError,
     ReplyReceived,
     Role,
     RstStatus,
@@ -34,6 +35,7 @@ from muxstream.protocol import (
     SettingsFrame,
     SettingsId,
     StreamOpened,
+    StreamReset,
     SynReplyFrame,
     SynStreamFrame,
     WindowUpdated,
@@ -390,3 +392,75 @@ def test_large_data_is_split_at_max_send_frame_without_copying() -> None:
     views = [b for b in bufs if isinstance(b, memoryview)]
     assert [len(v) for v in views] == [128 * KiB, 128 * KiB, 44 * KiB]
     assert all(v.obj is payload for v in views)  # slices of the caller's bytes
+
+
+# --- nothing follows RST_STREAM on the wire ------------------------------------------------
+
+
+def frames_for(frames: list[Frame], sid: int) -> list[Frame]:
+    return [f for f in frames if getattr(f, "stream_id", None) == sid]
+
+
+def test_an_abortive_reset_discards_the_streams_queued_frames() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.send_data(3, b"k" * 500)
+    conn.send_headers(sid, {"trailer": "x"}, end_stream=True)
+    before = conn.ordered_bytes
+    conn.reset_stream(sid, RstStatus.CANCEL)
+    assert conn.ordered_bytes == before - (8 + 1000)  # its DATA went; HEADERS counted 0
+    frames = peer.read(conn)
+    assert frames == [RstStreamFrame(sid, RstStatus.CANCEL), DataFrame(3, b"k" * 500)]
+    assert conn.ordered_bytes == 0
+
+
+def test_a_muxstream_peer_sees_no_protocol_error_after_our_abortive_reset() -> None:
+    client, server = pair()
+    sid = open_stream(client, server)
+    client.send_data(sid, b"x" * 1000)
+    client.reset_stream(sid)
+    # (DATA after the RST used to reach the peer, which answered it with
+    # RST STREAM_ALREADY_CLOSED and a RemoteProtocolError)
+    assert deliver(client, server) == [StreamReset(sid, RstStatus.CANCEL, remote=True)]
+    assert server.data_to_send() == b""
+
+
+def test_a_peers_reset_discards_our_queued_frames_for_that_stream() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.send_data(3, b"k" * 10)
+    peer.send(conn, RstStreamFrame(sid, RstStatus.CANCEL))
+    assert conn.ordered_bytes == 8 + 10
+    assert peer.read(conn) == [DataFrame(3, b"k" * 10)]
+
+
+def test_a_stream_error_discards_our_queued_frames_for_that_stream() -> None:
+    conn, peer, sid = stalled_sender()
+    peer.send(conn, DataFrame(1, b"end", Flag.FIN))
+    with pytest.raises(RemoteProtocolError):
+        peer.send(conn, DataFrame(1, b"after fin"))
+    assert peer.read(conn) == [RstStreamFrame(sid, RstStatus.STREAM_ALREADY_CLOSED)]
+
+
+def test_goaway_discards_queued_frames_of_the_streams_it_refuses() -> None:
+    conn = Connection(Role.CLIENT)
+    peer = RawPeer()
+    peer.read(conn)
+    sid = conn.open_stream()
+    conn.send_data(sid, b"early")  # before the reply: allowed on our own stream
+    events = peer.send(conn, GoAwayFrame(0, GoAwayStatus.OK))
+    assert StreamReset(sid, RstStatus.REFUSED_STREAM, remote=True) in events
+    assert frames_for(peer.read(conn), sid) == [SynStreamFrame(sid, Headers({}))]
+
+
+def test_ordered_bytes_track_what_is_queued_exactly() -> None:
+    conn, peer, sid = stalled_sender()
+    conn.send_headers(sid, {"a": "b"})
+    conn.send_data(sid, b"x" * 10)
+    conn.go_away()
+    assert conn.ordered_bytes == 8 + 1000 + 0 + 8 + 10 + 16
+    conn.buffers_to_send(1)
+    assert conn.ordered_bytes == 1000 + 0 + 8 + 10 + 16
+    conn.buffers_to_send(1)
+    conn.buffers_to_send(1)  # the HEADERS frame: counted 0 when queued, 0 when sent
+    assert conn.ordered_bytes == 8 + 10 + 16
+    peer.read(conn)
+    assert conn.ordered_bytes == 0
