@@ -376,6 +376,8 @@ class Connection:
             flags |= Flag.UNIDIRECTIONAL
         if not 0 <= priority <= 7:
             raise LocalProtocolError("priority must be 0..7")
+        if not 0 <= associated_stream_id <= MAX_STREAM_ID:
+            raise LocalProtocolError("associated stream id must be 0..2**31-1")
         encode_header_block(hdrs)  # validate now, before any state changes
         frame = SynStreamFrame(sid, hdrs, flags, associated_stream_id, priority)
         self._next_stream_id += 2
@@ -483,6 +485,7 @@ class Connection:
         close that still delivers what was sent).
         """
         self._check_usable()
+        _check_status(status)
         st = self._streams.pop(stream_id, None)
         if st is None:
             return
@@ -511,6 +514,7 @@ class Connection:
 
         Ordered behind queued DATA unless ``urgent`` (spdystream stops reading at GOAWAY).
         """
+        _check_status(status)
         if self.goaway_sent:
             return
         self.goaway_sent = True
@@ -827,6 +831,13 @@ class Connection:
             st.state = StreamState.RESET
             self._discard_queued(st)
             events.append(StreamReset(sid, RstStatus.REFUSED_STREAM, remote=True))
+
+
+def _check_status(status: int) -> None:
+    # Checked when queued: a bad value found while encoding would raise in the
+    # writer, far from the caller.
+    if not 0 <= status <= 0xFFFFFFFF:
+        raise LocalProtocolError(f"status {status} is not a 32-bit unsigned value")
 
 
 def _status(value: int) -> int:

@@ -775,3 +775,21 @@ def test_reply_or_headers_on_stream_0_is_a_session_error(role: Role, ftype: int)
     peer.read(conn)
     block = HeaderCompressor().compress(Headers())
     expect_session_error(conn, peer, control(ftype, bytes(4) + block))
+
+
+@pytest.mark.parametrize("status", [-1, 1 << 32])
+def test_out_of_range_statuses_are_refused_when_queued_not_when_written(status: int) -> None:
+    # (they used to be accepted, and then struct.error escaped from data_to_send)
+    client, server = connected_pair()
+    sid = open_replied_stream(client, server)
+    assert_unchanged_after(client, lambda: client.reset_stream(sid, status))
+    assert client.stream_state(sid) is StreamState.OPEN
+    assert_unchanged_after(client, lambda: client.go_away(status))
+    assert not client.goaway_sent
+
+
+@pytest.mark.parametrize("assoc", [-1, 1 << 31])
+def test_out_of_range_associated_stream_ids_are_refused_when_queued(assoc: int) -> None:
+    client, _ = connected_pair()
+    assert_unchanged_after(client, lambda: client.open_stream(associated_stream_id=assoc))
+    assert client.open_stream(associated_stream_id=0) == 1
