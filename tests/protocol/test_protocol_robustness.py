@@ -367,9 +367,8 @@ def bomb(inflated_size: int) -> bytes:
     single header whose value is that long), primed with the SPDY dictionary
     like any real block. Deflate tops out near 1032:1, so 8 KiB inflate to 8 MiB
     and 256 KiB -- about the largest control frame we accept -- to 256 MiB."""
-    comp = zlib.compressobj(
-        9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICTIONARY
-    )
+    # Z_RLE reaches the same ratio on a run as level 9, several times faster.
+    comp = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_RLE, zdict=SPDY3_DICTIONARY)
     parts = [comp.compress(struct.pack(">II", 1, 1) + b"x" + struct.pack(">I", inflated_size))]
     chunk = b"a" * (1 << 20)
     for _ in range(inflated_size >> 20):
