@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -169,6 +170,7 @@ type echoedStream struct {
 // echoServer accepts connections until stdin closes. Each stream gets a SYN_REPLY
 // (sent from the handler, before any of its DATA is processed: spdystream drops
 // DATA on an unreplied stream), then its data is echoed and FIN is sent on EOF.
+// A stream with header x-reset-after: N is reset once N bytes have been echoed.
 // When a connection's Serve loop ends, a {"event":"session_closed"} line reports
 // every stream and the frame types received.
 func echoServer(args []string) {
@@ -207,9 +209,19 @@ func serveEcho(tap *tapConn) {
 		go func() {
 			defer wg.Done()
 			h := sha256.New()
-			n, err := io.Copy(s, io.TeeReader(s, h))
-			if err == nil {
-				err = s.Close()
+			var n int64
+			var err error
+			if limit, perr := strconv.ParseInt(s.Headers().Get("x-reset-after"), 10, 64); perr == nil {
+				// Echo that many bytes, then reset the stream (RST_STREAM CANCEL).
+				n, err = io.CopyN(s, io.TeeReader(s, h), limit)
+				if err == nil {
+					err = s.Reset()
+				}
+			} else {
+				n, err = io.Copy(s, io.TeeReader(s, h))
+				if err == nil {
+					err = s.Close()
+				}
 			}
 			mu.Lock()
 			streams = append(streams, echoedStream{StreamID: s.Identifier(), Headers: headersJSON(s.Headers()),
