@@ -14,7 +14,8 @@ The close path (``aclose()``; see docs/close-path.md for why):
 1. refuse new streams; FIN every stream we have not ended, behind its data;
 2. queue GOAWAY behind all of that (spdystream stops reading at GOAWAY);
 3. the writer flushes everything, then half-closes the transport (TCP FIN);
-4. the reader keeps draining -- answering pings, discarding data -- until the
+4. the reader keeps draining -- answering pings, delivering data to streams still
+   being read (within their windows), discarding the rest -- until the
    peer's EOF;
 5. close the transport.
 Steps 1-4 are bounded by ``close_timeout``; on timeout, error or cancellation,
@@ -263,11 +264,15 @@ class Session(trio.abc.Listener[Stream]):
     async def _graceful_close(self) -> None:
         conn = self._conn
         if self._error is None and conn.terminated is None:
+            gone = None if self._user_closed else SessionClosed("peer closed the session")
             for stream in list(self._streams.values()):
                 if stream in self._accept_queue:
                     continue
                 if not stream._sent_eof and not stream._local_closed:
-                    stream._sent_eof = True
+                    if gone is None:
+                        stream._sent_eof = True
+                    else:
+                        stream._mark_broken(gone)  # further sends: BrokenResourceError
                     self._try(conn.end_stream, stream.stream_id)
             for stream in self._accept_queue:
                 stream._mark_broken(_LocalClose("session closed before accept()"))
@@ -345,8 +350,8 @@ class Session(trio.abc.Listener[Stream]):
             raise trio.BrokenResourceError(f"session broken: {self._error}") from self._error
         if self._closing:
             if not self._user_closed:
-                raise trio.BrokenResourceError("peer closed the session") from SessionClosed(
-                    "peer closed the session")
+                cause = self._goaway or SessionClosed("peer closed the session")
+                raise trio.BrokenResourceError(f"peer closed the session: {cause}") from cause
             raise trio.ClosedResourceError("session is closed")
 
     # --- streams ------------------------------------------------------------------
@@ -713,7 +718,12 @@ class Session(trio.abc.Listener[Stream]):
         for ev in events:
             if isinstance(ev, DataReceived):
                 stream = streams.get(ev.stream_id)
-                if stream is None or stream._local_closed or self._draining:
+                if stream is None or stream._local_closed or (
+                    self._draining and not conn.peer_flow_control
+                    and stream._buffered > self._buffer_limit
+                ):
+                    # Nobody will read it (or, while draining on close, a peer that
+                    # ignores windows sent more than we hold): discard, credit back.
                     conn.acknowledge_received_data(ev.stream_id, len(ev.data))
                     continue
                 stream._feed(ev.data)

@@ -59,7 +59,8 @@ async def _slow_consumer(
                     except trio.BrokenResourceError as exc:
                         # Once the peer has closed (GOAWAY + FIN) it can answer no
                         # ping; the data it sent is still ours to read.
-                        if not isinstance(exc.__cause__, muxstream.SessionClosed):
+                        peer_gone = muxstream.SessionClosed | muxstream.SessionGoneAway
+                        if not isinstance(exc.__cause__, peer_gone):
                             raise
                         pinging = False
         except (trio.BrokenResourceError, muxstream.PingTimeout) as exc:
