@@ -42,8 +42,10 @@ async def echo_stream(stream: muxstream.Stream) -> None:
 # --- Go client -> muxstream echo server ------------------------------------------
 
 
-async def test_go_client_streams_echoed_by_muxstream_server(spdypeer: Any) -> None:
-    n_streams = 8
+@pytest.mark.parametrize(("n_streams", "size"), [(8, 300_000), (100, 10_000)])
+async def test_go_client_streams_echoed_by_muxstream_server(
+    spdypeer: Any, n_streams: int, size: int
+) -> None:
     seen: list[muxstream.Headers] = []
 
     async def handler(session: muxstream.Session) -> None:
@@ -56,7 +58,7 @@ async def test_go_client_streams_echoed_by_muxstream_server(spdypeer: Any) -> No
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, handler)
             async with spdypeer.run("client", "-connect", f"127.0.0.1:{port}",
-                                    "-streams", str(n_streams), "-size", str(300_000)) as go:
+                                    "-streams", str(n_streams), "-size", str(size)) as go:
                 result = await go.read_event("done")
                 await go.wait()
             nursery.cancel_scope.cancel()
@@ -64,7 +66,7 @@ async def test_go_client_streams_echoed_by_muxstream_server(spdypeer: Any) -> No
     assert len(result["streams"]) == n_streams
     for s in result["streams"]:
         assert s.get("error", "") == "", s
-        assert s["received"] == s["sent"] == 300_000 + 1000 * s["index"]
+        assert s["received"] == s["sent"] == size + 1000 * s["index"]
         assert s["received_sha256"] == s["sent_sha256"]
     assert result["ping_error"] == ""
     assert result["close_error"] == ""
