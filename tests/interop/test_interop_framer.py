@@ -332,3 +332,26 @@ def test_spdystream_rejects_upper_case_header_names_on_the_wire(spdypeer: Any) -
     frame = (0x80030002).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + payload
     got = spdypeer.read_frames(frame)
     assert got == [{"type": "ERROR", "error": "header was not lowercased"}]
+
+
+@pytest.mark.parametrize(
+    ("frame", "name"),
+    [
+        (SynStreamFrame(1, Headers({"connection": "close"})), "connection"),
+        (SynStreamFrame(1, Headers({"host": "example"})), "host"),
+        (SynReplyFrame(1, Headers({"transfer-encoding": "chunked"})), "transfer-encoding"),
+        (SynReplyFrame(1, Headers({"keep-alive": "1"})), "keep-alive"),
+        (HeadersFrame(2, Headers({"proxy-connection": "x"})), "proxy-connection"),
+    ],
+)
+def test_spdystream_rejects_hop_by_hop_headers(spdypeer: Any, frame: Frame, name: str) -> None:
+    """spdystream fails a frame carrying an HTTP/1 hop-by-hop header (and with it the
+    session), so such names must never reach the wire towards it."""
+    got = spdypeer.read_frames(encode_all([PingFrame(1), frame]))
+    assert got[0]["type"] == "PING"
+    assert got[1:] == [{"type": "ERROR", "error": "frame contained invalid header"}], name
+
+
+def test_spdystream_allows_host_in_syn_reply(spdypeer: Any) -> None:
+    got = spdypeer.read_frames(encode_all([SynReplyFrame(1, Headers({"host": "h"}))]))
+    assert got == [{"type": "SYN_REPLY", "stream_id": 1, "flags": 0, "headers": {"host": ["h"]}}]
