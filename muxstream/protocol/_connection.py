@@ -336,6 +336,10 @@ class Connection:
         for entry in self._ordered:
             if entry[0] is st:
                 self._ordered_bytes -= entry[1]
+                if isinstance(entry[2], memoryview):
+                    # a DATA payload that will never be sent: the peer never sees
+                    # it, so it never credits it back; give the session window back
+                    self.their_session_window += entry[1]
             else:
                 kept.append(entry)
         self._ordered = kept

@@ -464,3 +464,19 @@ def test_ordered_bytes_track_what_is_queued_exactly() -> None:
     assert conn.ordered_bytes == 8 + 10 + 16
     peer.read(conn)
     assert conn.ordered_bytes == 0
+
+
+def test_discarded_data_gives_its_session_window_back() -> None:
+    # The peer never receives discarded DATA, so it will never credit it back: the
+    # sender must restore its session window itself, or every abortive reset with
+    # queued data would shrink the session for good.
+    client, server = pair(server_options={"initial_window": 64 * KiB, "session_window": 65536})
+    a, b = open_stream(client, server), open_stream(client, server)
+    assert client.their_session_window == 64 * KiB
+    client.send_data(a, b"x" * 60 * KiB)
+    assert client.sendable(b) == 4 * KiB
+    client.reset_stream(a)
+    assert client.their_session_window == 64 * KiB
+    assert client.sendable(b) == 64 * KiB
+    client.send_data(b, b"y" * 64 * KiB)
+    assert received(deliver(client, server)) == 64 * KiB  # no FLOW_CONTROL_ERROR
