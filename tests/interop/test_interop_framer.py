@@ -317,21 +317,37 @@ def test_spdystream_rejects_unknown_control_frame_types(spdypeer: Any) -> None:
     assert "invalid control frame" in got[-1]["error"]
 
 
-def test_spdystream_rejects_upper_case_header_names_on_the_wire(spdypeer: Any) -> None:
-    """Go's framer fails a block with an upper-case name, hence muxstream lower-cases."""
+def raw_syn_reply(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """A SYN_REPLY for stream 1 with a hand-made name/value block (no Headers
+    normalisation), compressed with a fresh context."""
     import zlib
 
     from muxstream.protocol._dictionary import SPDY3_DICTIONARY
 
-    block = b"".join([
-        (1).to_bytes(4, "big"), (4).to_bytes(4, "big"), b"Port", (2).to_bytes(4, "big"), b"80",
-    ])
+    parts = [len(entries).to_bytes(4, "big")]
+    for name, value in entries:
+        parts += [len(name).to_bytes(4, "big"), name, len(value).to_bytes(4, "big"), value]
     z = zlib.compressobj(zdict=SPDY3_DICTIONARY)
-    compressed = z.compress(block) + z.flush(zlib.Z_SYNC_FLUSH)
+    compressed = z.compress(b"".join(parts)) + z.flush(zlib.Z_SYNC_FLUSH)
     payload = (1).to_bytes(4, "big") + compressed
-    frame = (0x80030002).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + payload
-    got = spdypeer.read_frames(frame)
+    return (0x80030002).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + payload
+
+
+def test_spdystream_rejects_upper_case_header_names_on_the_wire(spdypeer: Any) -> None:
+    """Go's framer fails a block with an upper-case name, hence muxstream lower-cases."""
+    got = spdypeer.read_frames(raw_syn_reply([(b"Port", b"80")]))
     assert got == [{"type": "ERROR", "error": "header was not lowercased"}]
+
+
+def test_spdystream_merges_repeated_header_names(spdypeer: Any) -> None:
+    """Its DuplicateHeaders check never fires (it looks up the lower-case name in a
+    map keyed by canonical names): a repeated name is merged, like muxstream does."""
+    got = spdypeer.read_frames(raw_syn_reply([(b"port", b"80"), (b"port", b"81\x0082")]))
+    assert got == [{"type": "SYN_REPLY", "stream_id": 1, "flags": 0,
+                    "headers": {"port": ["80", "81", "82"]}}]
+    mux = decode_all(raw_syn_reply([(b"port", b"80"), (b"port", b"81\x0082")]), [1 << 30])
+    assert isinstance(mux[0], SynReplyFrame)
+    assert mux[0].headers.get_all("port") == ["80", "81", "82"]
 
 
 @pytest.mark.parametrize(
