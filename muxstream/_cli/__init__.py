@@ -1,0 +1,253 @@
+"""The ``muxstream`` command (also ``python -m muxstream``). See docs/cli.md.
+
+Every subcommand has ``--help`` with examples. Exit status: 0 success, 1 error,
+the remote command's status for ``exec``/``attach``, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+from .. import __version__
+from ._common import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENV_ADDRESS,
+    ENV_TOKEN,
+    add_client_options,
+    parse_address,
+    parse_size,
+    run_command,
+    setup_logging,
+)
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+_DESCRIPTION = """\
+muxstream: many bidirectional byte streams over one connection (SPDY/3.1,
+spdystream- and kubectl-compatible), on trio.
+
+Start a server in one terminal and use it from another:
+
+  export MUXSTREAM_TOKEN=s3cret
+  muxstream serve
+  muxstream echo hello
+  muxstream exec -- uname -a
+
+Or run everything at once on loopback: muxstream demo
+"""
+
+_EXAMPLES = {
+    "serve": """\
+examples:
+  muxstream serve --token s3cret                 # 127.0.0.1:7000
+  MUXSTREAM_TOKEN=s3cret muxstream serve -a 0.0.0.0:7000 --cert srv.pem --key srv.key
+  muxstream serve --token s3cret --allow uname --allow cat   # restrict exec
+Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
+    "echo": """\
+examples:
+  muxstream echo hello world
+  muxstream echo --streams 16 "many streams, one connection"
+  muxstream echo --transport websocket hi        # through /muxstream over WebSocket""",
+    "ping": """\
+examples:
+  muxstream ping
+  muxstream ping -c 100 -i 0.01 --json""",
+    "exec": """\
+examples:
+  muxstream exec -- uname -a
+  echo hello | muxstream exec -i -- tr a-z A-Z
+  muxstream exec -it -- sh                       # interactive shell, raw terminal
+  muxstream exec -- sh -c 'exit 3'; echo $?      # prints 3""",
+    "attach": """\
+examples:
+  muxstream attach -i                            # talk to the server's attach process
+  muxstream attach -it                           # with a terminal (serve --attach-tty)""",
+    "cp": """\
+examples:
+  muxstream cp ./data.bin :/tmp/data.bin         # upload (pod "demo")
+  muxstream cp demo:/tmp/data.bin ./copy.bin     # download
+  muxstream cp ./dir :/tmp/dir                   # directories too
+The copy is checked file by file with sha256 on both sides.""",
+    "port-forward": """\
+examples:
+  muxstream port-forward 8080:8000               # local 8080 -> port 8000 on the server
+  muxstream port-forward :8000                   # a free local port (printed)""",
+    "bench": """\
+examples:
+  muxstream bench                                # spawns a local server, 256 MiB
+  muxstream bench --size 1G --json
+  muxstream bench --no-spawn -a 10.0.0.2:7000    # against a running server
+  python -m muxstream bench --suite --quick      # the full suite (repository checkout)""",
+    "demo": """\
+examples:
+  muxstream demo                                 # 256 MiB
+  muxstream demo --size 1G
+  muxstream demo --size 16M --json""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 1 (docs/cli.md)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser_for(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=_EXAMPLES.get(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._remote import parse_port_mapping
+
+    parser = _Parser(
+        prog="muxstream",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent(f"""\
+            environment: {ENV_ADDRESS} (HOST:PORT, default {DEFAULT_HOST}:{DEFAULT_PORT}),
+            {ENV_TOKEN} (the bearer token). Run `muxstream COMMAND --help` for examples."""),
+    )
+    parser.add_argument("--version", action="version", version=f"muxstream {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+
+    p = _parser_for(sub, "serve", "serve sessions, exec/attach/cp/port-forward and kubectl")
+    p.add_argument(
+        "-a", "--address", type=parse_address,
+        default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
+        help=f"listen on HOST:PORT (default {DEFAULT_HOST}:{DEFAULT_PORT}; port 0 picks one)",
+    )
+    p.add_argument("--token", default=os.environ.get(ENV_TOKEN),
+                   help=f"bearer token clients must present (env {ENV_TOKEN}; "
+                        "default: generate one and print it)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve without any token (local experiments only)")
+    p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
+    p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--allow", action="append", metavar="COMMAND",
+                   help="allow only this argv[0] for exec (repeatable)")
+    p.add_argument("--attach-command", default="cat", metavar="ARGV",
+                   help="the process `attach` connects to (default: cat)")
+    p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")
+    p.add_argument("--close-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="bound on each graceful close (default 10)")
+    p.set_defaults(handler="serve")
+
+    p = _parser_for(sub, "echo", "send text on one or more streams and check the echo")
+    add_client_options(p)
+    p.add_argument("message", nargs="*", help="text to send (default: hello, muxstream)")
+    p.add_argument("-n", "--streams", type=int, default=1, help="concurrent streams (default 1)")
+    p.add_argument("--transport", choices=["tcp", "upgrade", "websocket"], default="tcp")
+    p.add_argument("--json", action="store_true", help="print a JSON result")
+    p.set_defaults(handler="echo")
+
+    p = _parser_for(sub, "ping", "measure the session's round-trip time (SPDY PING)")
+    add_client_options(p)
+    p.add_argument("-c", "--count", type=int, default=10, help="pings to send (default 10)")
+    p.add_argument("-i", "--interval", type=float, default=0.2, help="seconds between pings")
+    p.add_argument("--transport", choices=["tcp", "upgrade", "websocket"], default="tcp")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(handler="ping")
+
+    for name, text in (("exec", "run a command on the server"),
+                       ("attach", "attach to the server's long-running process")):
+        p = _parser_for(sub, name, text)
+        add_client_options(p)
+        p.add_argument("-i", "--stdin", action="store_true", help="send our stdin")
+        p.add_argument("-t", "--tty", action="store_true",
+                       help="allocate a terminal (raw mode, follows window size)")
+        p.add_argument("--pod", default="demo", help="pod name (default demo)")
+        p.add_argument("-c", "--container", default=None, help="container name")
+        p.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto")
+        if name == "exec":
+            p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+        p.set_defaults(handler=name)
+
+    p = _parser_for(sub, "cp", "copy files or directories to or from the server")
+    add_client_options(p)
+    p.add_argument("source", help="local path, or POD:PATH / :PATH on the server")
+    p.add_argument("dest", help="local path, or POD:PATH / :PATH on the server")
+    p.add_argument("--pod", default="demo", help="pod for :PATH (default demo)")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 comparison")
+    p.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto")
+    p.add_argument("--json", action="store_true", help="print a JSON result")
+    p.set_defaults(handler="cp")
+
+    p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")
+    add_client_options(p)
+    p.add_argument("ports", nargs="+", type=parse_port_mapping, metavar="[LOCAL]:REMOTE")
+    p.add_argument("--pod", default="demo", help="pod name (default demo)")
+    p.add_argument("--bind", default="127.0.0.1", help="local address (default 127.0.0.1)")
+    p.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto")
+    p.add_argument("--json", action="store_true", help="print the bound ports as JSON lines")
+    p.set_defaults(handler="port-forward")
+
+    p = _parser_for(sub, "bench", "measure bulk throughput and ping under load")
+    add_client_options(p)
+    p.add_argument("--size", type=parse_size, default=parse_size("256M"),
+                   help="bytes to send (default 256M)")
+    p.add_argument("--no-spawn", dest="spawn", action="store_false",
+                   help="use the server at --address instead of spawning one")
+    p.add_argument("--suite", nargs=argparse.REMAINDER, default=None,
+                   help="run benchmarks/run.py with the remaining arguments")
+    p.add_argument("--json", action="store_true", help="print a JSON result")
+    p.set_defaults(handler="bench")
+
+    p = _parser_for(sub, "demo", "the self-contained loopback demo (server + client)")
+    p.add_argument("--size", type=parse_size, default=parse_size("256M"),
+                   help="bulk copy size (default 256M)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler="demo")
+    return parser
+
+
+def _handler(name: str) -> Handler:
+    from . import _mux, _remote, _serve
+
+    handlers: dict[str, Handler] = {
+        "serve": _serve.serve_main,
+        "echo": _mux.echo_main,
+        "ping": _mux.ping_main,
+        "bench": _mux.bench_main,
+        "demo": _mux.demo_main,
+        "exec": _remote.exec_main,
+        "attach": _remote.attach_main,
+        "cp": _remote.cp_main,
+        "port-forward": _remote.port_forward_main,
+    }
+    return handlers[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``muxstream`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.subcommand:
+        parser.print_help()
+        return 1
+    if args.handler == "exec" and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    setup_logging(args.verbose)
+    handler = _handler(args.handler)
+    return run_command(args.handler, lambda: handler(args), verbose=bool(args.verbose))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``muxstream serve``: every service on one port.
+
+Each accepted connection (after TLS, with ``--cert/--key``) is told apart by its
+first byte: a SPDY control frame starts with ``0x80`` (the control bit and version
+3), an HTTP request with a letter. Raw sessions get the muxstream service
+(``_service``); HTTP requests go to ``/muxstream`` (SPDY/3.1 upgrade or WebSocket,
+same service) or to :class:`muxstream.remote.RemoteServer` (exec, attach, cp,
+port-forward and the kubectl API surface).
+
+SIGINT/SIGTERM stop accepting, close every muxstream session gracefully
+(GOAWAY, flush, FIN, drain -- bounded by ``close_timeout``), then cancel what
+remains (exec and port-forward connections). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import secrets
+import signal
+import ssl
+import sys
+from typing import Any
+
+import trio
+
+from .._session import SERVER, Session, open_session
+from ..transport import (
+    HandshakeError,
+    HTTPRequest,
+    handle_http_connection,
+    wrap_prefixed,
+    wrap_tls_server,
+)
+from ._common import Address
+from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
+
+logger = logging.getLogger("muxstream.cli")
+
+#: seconds a new connection has to send its first byte (and to finish TLS).
+FIRST_BYTE_TIMEOUT = 30.0
+_SPDY_CONTROL_BYTE = 0x80
+
+
+class Server:
+    """The state of one ``serve`` run: the live muxstream sessions."""
+
+    def __init__(
+        self,
+        token: str | None,
+        remote_app: Any,
+        ssl_context: ssl.SSLContext | None,
+        close_timeout: float,
+    ) -> None:
+        self.token = token
+        self.remote_app = remote_app
+        self.ssl_context = ssl_context
+        self.close_timeout = close_timeout
+        self.sessions: set[Session] = set()
+        self.stopping = False
+
+    async def run_session(self, transport: trio.abc.Stream, token: str | None) -> None:
+        async with open_session(transport, role=SERVER, close_timeout=self.close_timeout) as s:
+            self.sessions.add(s)
+            try:
+                await serve_session(s, token)
+            finally:
+                self.sessions.discard(s)
+
+    async def handle_tcp(self, tcp: trio.SocketStream) -> None:
+        """Serve one connection; its failures are logged and end only that connection."""
+        try:
+            await self._handle_tcp(tcp)
+        except Exception as exc:
+            logger.warning("connection failed: %r", exc, exc_info=logger.isEnabledFor(10))
+            await trio.aclose_forcefully(tcp)
+
+    async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
+        transport: trio.abc.Stream = tcp
+        try:
+            if self.ssl_context is not None:
+                transport = await wrap_tls_server(
+                    tcp, self.ssl_context, handshake_timeout=FIRST_BYTE_TIMEOUT
+                )
+            with trio.move_on_after(FIRST_BYTE_TIMEOUT):
+                first = await transport.receive_some(64 * 1024)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError) as exc:
+            logger.debug("connection dropped before its first byte: %r", exc)
+            await trio.aclose_forcefully(transport)
+            return
+        else:
+            if not first:  # EOF or no byte in time
+                await trio.aclose_forcefully(transport)
+                return
+        replayed = wrap_prefixed(transport, bytes(first))
+        if first[0] == _SPDY_CONTROL_BYTE:
+            try:
+                await self.run_session(replayed, self.token)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                logger.debug("session ended: %r", exc)
+        else:
+            await handle_http_connection(replayed, self.app)
+
+    async def app(self, request: HTTPRequest) -> None:
+        if request.path != MUX_PATH:
+            await self.remote_app(request)
+            return
+        if not authorized(self.token, request.headers.get("authorization")):
+            await request.respond(401, [("content-type", "text/plain")], b"bad token\n")
+            return
+        if request.is_websocket:
+            protocol = request.negotiate_subprotocol([WEBSOCKET_SUBPROTOCOL])
+            try:
+                transport: trio.abc.Stream = await request.accept_websocket(protocol)
+            except HandshakeError:
+                return
+        elif request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1"):
+            transport = await request.accept_upgrade(upgrade="SPDY/3.1")
+        else:
+            await request.respond(
+                400, [("content-type", "text/plain")],
+                b"upgrade to SPDY/3.1 or websocket to start a muxstream session\n",
+            )
+            return
+        await self.run_session(transport, None)
+
+    async def close_sessions(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for session in list(self.sessions):
+                nursery.start_soon(session.aclose)
+
+
+def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.cert, args.key)
+    return context
+
+
+async def serve_main(args: argparse.Namespace) -> int:
+    from ..remote import LocalBackend, RemoteServer, RemoteServerConfig
+
+    address: Address = args.address
+    token: str | None = args.token
+    if not token and not args.insecure_no_auth:
+        token = secrets.token_urlsafe(18)
+        print(f"generated a token: export MUXSTREAM_TOKEN={token}", flush=True)
+    ssl_context = server_ssl_context(args)
+    attach = {"main": args.attach_command.split()} if args.attach_command else {}
+    async with LocalBackend(attach_commands=attach, attach_tty=args.attach_tty) as backend:
+        config = RemoteServerConfig(
+            token=token,
+            insecure_no_auth=not token,
+            allowed_commands=args.allow,
+            backend=backend,
+            close_timeout=args.close_timeout,
+        )
+        remote = RemoteServer(config, backend)
+        server = Server(token, remote.app, ssl_context, args.close_timeout)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as listening:
+                    listeners = await listening.start(
+                        lambda task_status: trio.serve_tcp(
+                            server.handle_tcp, address.port, host=address.host,
+                            handler_nursery=connections, task_status=task_status,
+                        )
+                    )
+                    port = listeners[0].socket.getsockname()[1]
+                    scheme = "tls" if ssl_context else "tcp"
+                    print(
+                        f"muxstream serve: listening on {address.host}:{port} ({scheme}; "
+                        f"muxstream sessions, {MUX_PATH} upgrade/WebSocket, exec/attach/"
+                        "port-forward, kubectl API)",
+                        flush=True,
+                    )
+                    async for signum in signals:
+                        print(
+                            f"muxstream serve: {signal.Signals(signum).name}: closing "
+                            f"{len(server.sessions)} session(s) gracefully",
+                            file=sys.stderr, flush=True,
+                        )
+                        listening.cancel_scope.cancel()
+                        break
+                # Graceful close of muxstream sessions; a second signal cuts it short.
+                with trio.move_on_after(args.close_timeout + 1) as scope:
+                    async with trio.open_nursery() as closing:
+
+                        async def second_signal() -> None:
+                            async for _ in signals:
+                                print("muxstream serve: closing hard", file=sys.stderr)
+                                scope.cancel()
+
+                        closing.start_soon(second_signal)
+                        await server.close_sessions()
+                        closing.cancel_scope.cancel()
+                connections.cancel_scope.cancel()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 0

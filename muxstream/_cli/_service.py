@@ -1,0 +1,268 @@
+"""The muxstream service the CLI serves and talks to: hello, echo, sink.
+
+A client opens streams with a ``service`` header (and ``authorization: Bearer T``
+when the server has a token). The server answers per stream:
+
+========  ============================================================================
+hello     a JSON document ``{"server": "muxstream", "version": ..., "services": [...]}``
+          then FIN: the client's first call, so a bad token fails fast
+echo      every byte back, FIN after the client's FIN
+sink      reads until FIN, then answers ``{"bytes": n, "sha256": hex}`` and FIN
+========  ============================================================================
+
+A stream without the right token is reset with ``INVALID_CREDENTIALS`` (SPDY/3
+status 10); an unknown service with ``REFUSED_STREAM``. Over HTTP (``/muxstream``,
+SPDY/3.1 upgrade or WebSocket) the token travels in the request's
+``Authorization`` header instead and a wrong one is answered 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .. import __version__
+from .._session import CLIENT, Session, open_session
+from .._stream import Stream
+from ..protocol import RstStatus
+from ._common import Address, BadToken, CliError, MiB
+
+logger = logging.getLogger("muxstream.cli")
+
+SERVICES = ("hello", "echo", "sink")
+#: The HTTP path the server upgrades (SPDY/3.1 or WebSocket) to a muxstream session.
+MUX_PATH = "/muxstream"
+WEBSOCKET_SUBPROTOCOL = "muxstream"
+#: One receive's size on the service side: large reads (PERFORMANCE.md point 1).
+CHUNK = 1 << 20
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def authorized(token: str | None, presented: str | None) -> bool:
+    """Constant-time check of an ``Authorization: Bearer`` value against ``token``."""
+    if not token:
+        return True
+    scheme, _, value = (presented or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+# --- server side --------------------------------------------------------------------
+
+
+async def serve_session(session: Session, token: str | None) -> None:
+    """Serve every stream the peer opens until it goes away.
+
+    ``token=None`` means the connection was already authenticated (HTTP) or the
+    server runs without a token.
+    """
+    async with trio.open_nursery() as nursery:
+        async for stream in session:
+            nursery.start_soon(_serve_stream, stream, token)
+
+
+async def _serve_stream(stream: Stream, token: str | None) -> None:
+    if not authorized(token, stream.headers.get("authorization")):
+        logger.info("stream %d: bad token; reset INVALID_CREDENTIALS", stream.stream_id)
+        stream.reset(RstStatus.INVALID_CREDENTIALS)
+        return
+    service = stream.headers.get("service", "")
+    try:
+        if service == "hello":
+            hello = {"server": "muxstream", "version": __version__, "services": list(SERVICES)}
+            await stream.send_all(json.dumps(hello).encode())
+            await stream.send_eof()
+        elif service == "echo":
+            while chunk := await stream.receive_some(CHUNK):
+                await stream.send_all(chunk)
+            await stream.send_eof()
+        elif service == "sink":
+            digest = hashlib.sha256()
+            count = 0
+            while chunk := await stream.receive_some(CHUNK):
+                digest.update(chunk)
+                count += len(chunk)
+            answer = {"bytes": count, "sha256": digest.hexdigest()}
+            await stream.send_all(json.dumps(answer).encode())
+            await stream.send_eof()
+        else:
+            stream.reset(RstStatus.REFUSED_STREAM)
+            return
+    except _GONE as exc:
+        logger.debug("stream %d (%s): %r", stream.stream_id, service, exc)
+        return
+    # Wait for the peer's FIN (if it has not sent it yet) so aclose() ends cleanly.
+    try:
+        while await stream.receive_some(CHUNK):
+            pass
+    except _GONE:
+        pass
+    await stream.aclose()
+
+
+# --- client side --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def connect(
+    address: Address,
+    *,
+    token: str | None,
+    ssl_context: Any = None,
+    transport: str = "tcp",
+    timeout: float = 10.0,
+    **options: Any,
+) -> AsyncIterator[Session]:
+    """A client session to a ``muxstream serve``, authenticated by a hello stream.
+
+    ``transport`` is ``tcp`` (a raw session), ``upgrade`` (HTTP/1.1 Upgrade to
+    SPDY/3.1 on ``/muxstream``) or ``websocket``. Raises :class:`BadToken` if the
+    server refuses the token.
+    """
+    headers = [("authorization", f"Bearer {token}")] if token else []
+    from ..transport import open_tls_stream, open_upgraded_stream, open_websocket_stream
+
+    stream: trio.abc.Stream
+    with trio.fail_after(timeout):
+        if transport == "websocket":
+            stream = await open_websocket_stream(
+                address.host, address.port, MUX_PATH,
+                subprotocols=[WEBSOCKET_SUBPROTOCOL], headers=headers,
+                ssl_context=ssl_context, handshake_timeout=timeout,
+            )
+        elif transport == "upgrade":
+            stream, _response = await open_upgraded_stream(
+                address.host, address.port, MUX_PATH, method="POST", headers=headers,
+                ssl_context=ssl_context, handshake_timeout=timeout,
+            )
+        elif ssl_context is not None:
+            stream = await open_tls_stream(
+                address.host, address.port, ssl_context, handshake_timeout=timeout
+            )
+        else:
+            stream = await trio.open_tcp_stream(address.host, address.port)
+    async with open_session(stream, role=CLIENT, **options) as session:
+        await hello(session, token, timeout=timeout)
+        yield session
+
+
+def _auth_headers(service: str, token: str | None) -> dict[str, str]:
+    headers = {"service": service}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+async def _read_json(stream: Stream) -> dict[str, Any]:
+    body = await stream.receive_all()
+    try:
+        document: dict[str, Any] = json.loads(body)
+    except ValueError:
+        raise CliError(f"the server sent a malformed answer: {body[:80]!r}") from None
+    return document
+
+
+def _map_refusal(exc: trio.BrokenResourceError) -> BaseException:
+    from .._errors import StreamResetError
+
+    cause = exc.__cause__
+    if isinstance(cause, StreamResetError) and cause.status == RstStatus.INVALID_CREDENTIALS:
+        return BadToken("bad token: the server refused the credentials")
+    if isinstance(cause, StreamResetError) and cause.status == RstStatus.REFUSED_STREAM:
+        return CliError("the server does not offer this service (is it `muxstream serve`?)")
+    return exc
+
+
+async def hello(session: Session, token: str | None, *, timeout: float = 10.0) -> dict[str, Any]:
+    """Open the hello stream; returns the server's document. Raises BadToken."""
+    try:
+        with trio.fail_after(timeout):
+            stream = await session.open_stream(_auth_headers("hello", token), end_stream=True)
+            async with stream:
+                return await _read_json(stream)
+    except trio.BrokenResourceError as exc:
+        mapped = _map_refusal(exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
+
+
+async def echo(session: Session, token: str | None, message: bytes) -> bytes:
+    """Send ``message`` on a new echo stream, FIN, and return what came back."""
+    stream = await session.open_stream(_auth_headers("echo", token))
+    async with stream:
+        async def send() -> None:
+            await stream.send_all(message)
+            await stream.send_eof()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            return await stream.receive_all()
+
+
+@dataclass
+class BulkResult:
+    bytes_sent: int
+    seconds: float
+    local_sha256: str
+    remote_bytes: int
+    remote_sha256: str
+
+    @property
+    def ok(self) -> bool:
+        return self.bytes_sent == self.remote_bytes and self.local_sha256 == self.remote_sha256
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes_sent / MiB / max(self.seconds, 1e-9)
+
+
+def data_blocks(count: int = 16, size: int = MiB) -> list[bytes]:
+    """Random blocks the bulk copy cycles through (generated once: no per-send cost)."""
+    return [os.urandom(size) for _ in range(count)]
+
+
+async def bulk_send(
+    session: Session,
+    token: str | None,
+    size: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = MiB,
+) -> BulkResult:
+    """Send ``size`` bytes to the sink service; returns both sides' count and digest."""
+    blocks = data_blocks(size=chunk)
+    digest = hashlib.sha256()
+    stream = await session.open_stream(_auth_headers("sink", token))
+    start = trio.current_time()
+    sent = 0
+    index = 0
+    async with stream:
+        while sent < size:
+            block = memoryview(blocks[index % len(blocks)])[: min(chunk, size - sent)]
+            index += 7  # co-prime with 16: the block order does not repeat early
+            await stream.send_all(block)
+            digest.update(block)
+            sent += len(block)
+            if progress is not None:
+                progress(sent)
+        await stream.send_eof()
+        answer = await _read_json(stream)
+    seconds = trio.current_time() - start
+    return BulkResult(
+        bytes_sent=sent,
+        seconds=seconds,
+        local_sha256=digest.hexdigest(),
+        remote_bytes=int(answer.get("bytes", -1)),
+        remote_sha256=str(answer.get("sha256", "")),
+    )

@@ -1,0 +1,159 @@
+"""Fixtures for the CLI tests: the `muxstream` command run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+TOKEN = "cli-test-token"
+#: seconds any single CLI invocation may take before the test fails.
+TIMEOUT = 60
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    port: int
+    banner: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUXSTREAM_")}
+    env.update(extra)
+    return env
+
+
+def muxstream(
+    *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+    timeout: float = TIMEOUT,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m muxstream ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "muxstream", *args],
+        input=input if input is not None else b"",
+        capture_output=True,
+        env=env if env is not None else cli_env(),
+        timeout=timeout,
+    )
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> Served:
+    """Start ``muxstream serve --address 127.0.0.1:0 ARGS``; wait for its banner."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muxstream", "serve", "--address", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env if env is not None else cli_env(),
+    )
+    assert process.stdout is not None
+    banner = ""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        banner += line
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        if match:
+            return Served(process, int(match.group(1)), banner)
+    process.kill()
+    errors = process.stderr.read() if process.stderr else ""
+    raise AssertionError(f"serve did not start: {banner}{errors}")
+
+
+def stop_server(served: Served, sig: int = signal.SIGINT) -> tuple[int, str]:
+    if served.process.poll() is None:
+        served.process.send_signal(sig)
+    try:
+        out, err = served.process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        out, err = served.process.communicate()
+    return served.process.returncode, (out or "") + (err or "")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Served]:
+    """One `muxstream serve --token TOKEN` for a test module."""
+    served = start_server("--token", TOKEN)
+    try:
+        yield served
+    finally:
+        stop_server(served)
+
+
+def client_env(served: Served, **extra: str) -> dict[str, str]:
+    return cli_env(**{"MUXSTREAM_ADDRESS": served.address, "MUXSTREAM_TOKEN": TOKEN, **extra})
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CuttingProxy:
+    """A TCP proxy that forwards ``limit`` client->server bytes, then resets both sides.
+
+    It plays a peer that dies mid-transfer (a crash, a cable pulled): nothing is
+    closed gracefully, both sockets are aborted with RST.
+    """
+
+    def __init__(self, upstream_port: int, limit: int) -> None:
+        self.upstream_port = upstream_port
+        self.limit = limit
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.cut = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        forwarded = 0
+        try:
+            while data := src.recv(65536):
+                if counted and forwarded + len(data) > self.limit:
+                    self._abort(src, dst)
+                    return
+                dst.sendall(data)
+                forwarded += len(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._abort(src, dst)
+
+    def _abort(self, *socks: socket.socket) -> None:
+        self.cut.set()
+        for s in socks:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
