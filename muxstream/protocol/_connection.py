@@ -441,7 +441,8 @@ class Connection:
     ) -> None:
         """Queue ``data`` as DATA frames (split at ``max_send_frame``), FIN on the last.
 
-        ``bytes`` are queued without copying; other buffers are copied.
+        ``bytes`` (and memoryviews of ``bytes``) are queued without copying;
+        other buffers are copied.
 
         Raises:
             LocalProtocolError: the stream is not open for sending, or is a peer's
@@ -459,7 +460,12 @@ class Connection:
                 raise FlowControlError(
                     f"{n} bytes exceed the window ({self.sendable(stream_id)}) on {stream_id}"
                 )
-            view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
+            if isinstance(data, bytes) or (
+                isinstance(data, memoryview) and isinstance(data.obj, bytes)
+            ):
+                view = memoryview(data).cast("B")  # immutable: queue without copying
+            else:
+                view = memoryview(bytes(data))
             step = self.max_send_frame
             for off in range(0, n, step):
                 piece = view[off : off + step]
