@@ -219,8 +219,8 @@ class KubeApi:
         if namespace != self.namespace or pod not in self.pods:
             return ApiResponse(404, status_body(404, "NotFound", f'pods "{pod}" not found'))
         query = parse_qs(split.query, keep_blank_values=True)
-        request = SubresourceRequest(parts[6], namespace, pod, query)
         if parts[6] != "portforward":
+            # No container named: the pod's default (first) one, as the API server does.
             container = (query.get("container") or [self.pods[pod][0]])[-1]
             if container not in self.pods[pod]:
                 return ApiResponse(
@@ -229,7 +229,8 @@ class KubeApi:
                         400, "BadRequest", f"container {container} is not valid for pod {pod}"
                     ),
                 )
-        return request
+            query["container"] = [container]
+        return SubresourceRequest(parts[6], namespace, pod, query)
 
     def respond(self, method: str, target: str) -> ApiResponse:
         """Answer a plain (non-upgrade) API request."""

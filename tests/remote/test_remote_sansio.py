@@ -147,6 +147,9 @@ def test_kube_api_parses_exec_query_like_kubectl_sends_it() -> None:
     assert request.stdin and request.stdout and request.tty
     assert not request.stderr  # a TTY has no separate stderr
     assert api.parse_subresource("/api/v1/namespaces/default/pods/demo") is None
+    default = api.parse_subresource("/api/v1/namespaces/default/pods/demo/attach?stdin=true")
+    assert isinstance(default, SubresourceRequest)
+    assert default.exec_request().container == "main"  # the pod's first container
     unknown = api.parse_subresource("/api/v1/namespaces/default/pods/x/exec?command=ls")
     assert isinstance(unknown, ApiResponse) and unknown.status == 404
     bad = api.parse_subresource("/api/v1/namespaces/default/pods/demo/exec?command=ls&container=zz")

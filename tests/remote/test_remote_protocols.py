@@ -1,0 +1,97 @@
+"""Older protocol versions, negotiation failures, stream-creation timeouts, attach."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import muxstream
+from muxstream.remote import LocalBackend, RemoteStatusError
+from muxstream.remote import _client as client_module
+from muxstream.remote._client import RemoteError, exec_target, open_remote_process, run_remote
+from muxstream.transport import wrap_upgrade_client
+
+from ._remote_helpers import TOKEN, remote_server
+
+
+async def test_websocket_v4_still_reports_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "WEBSOCKET_PROTOCOLS", ("v4.channel.k8s.io",))
+    async with remote_server("websocket") as endpoint:
+        async with open_remote_process(endpoint, "demo", ["sh", "-c", "echo v4; exit 9"]) as p:
+            assert p.protocol == "v4.channel.k8s.io"
+            assert p.stdout is not None
+            assert await p.stdout.receive_some() == b"v4\n"
+            assert await p.wait() == 9
+
+
+@pytest.mark.parametrize("version", ["v3.channel.k8s.io", "v2.channel.k8s.io"])
+async def test_spdy_v2_v3_carry_plain_text_errors(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "SUPPORTED_STREAM_PROTOCOLS", (version,))
+    async with remote_server("spdy") as endpoint:
+        ok = await run_remote(endpoint, "demo", ["true"])
+        assert ok.returncode == 0
+        async with open_remote_process(endpoint, "demo", ["sh", "-c", "exit 3"]) as p:
+            assert p.protocol == version
+            with pytest.raises(RemoteStatusError, match="exit status 3"):
+                await p.wait()
+
+
+async def test_spdy_without_a_common_version_is_403(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "SUPPORTED_STREAM_PROTOCOLS", ("channel.k8s.io",))
+    async with remote_server("spdy") as endpoint:
+        with pytest.raises(RemoteError) as info:
+            await run_remote(endpoint, "demo", ["true"])
+    assert info.value.status == 403
+    assert "unable to negotiate protocol" in info.value.message
+
+
+async def test_missing_streams_time_out_with_a_reason() -> None:
+    async with remote_server("spdy", stream_creation_timeout=0.5) as endpoint:
+        stream, host = await endpoint.connect()
+        target = exec_target(
+            endpoint,
+            "demo",
+            ["true"],
+            container=None,
+            stdin=True,
+            stdout=True,
+            stderr=False,
+            tty=False,
+        )
+        upgraded, _response = await wrap_upgrade_client(
+            stream,
+            target,
+            host=host,
+            method="POST",
+            protocols=["v4.channel.k8s.io"],
+            headers=[("authorization", f"Bearer {TOKEN}")],
+        )
+        async with muxstream.open_session(upgraded, role=muxstream.CLIENT) as session:
+            error = await session.open_stream(headers={"streamtype": "error"})
+            await error.send_eof()
+            with trio.fail_after(30):
+                reason = b""
+                async for chunk in error:
+                    reason += chunk
+    assert b"timed out waiting for streams" in reason
+    assert b"stdin" in reason and b"stdout" in reason
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+async def test_attach_joins_a_running_process(transport: str) -> None:
+    script = 'while read l; do [ "$l" = quit ] && exit 0; echo "got $l"; done'
+    async with LocalBackend(attach_commands={"main": ["sh", "-c", script]}) as backend:
+        async with remote_server(transport, backend=backend) as endpoint:
+            async with open_remote_process(
+                endpoint, "demo", attach=True, stdin=True, stderr=False
+            ) as process:
+                assert process.stdin is not None and process.stdout is not None
+                await process.stdin.send_all(b"hello\n")
+                seen = b""
+                with trio.fail_after(30):
+                    while b"got hello" not in seen:
+                        seen += await process.stdout.receive_some()
+                    await process.stdin.send_all(b"quit\n")
+                    assert await process.wait() == 0
