@@ -170,6 +170,11 @@ class LocalProcess:
         return returncode_of(status)
 
     def kill(self) -> None:
+        """SIGKILL the command's whole process group (it leads its own group),
+        so a shell's children do not outlive a client that went away."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self._process.returncode is None:
+                os.killpg(self._process.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
 
@@ -189,6 +194,8 @@ async def start_local_process(
 
     With ``request.tty`` the child gets a new session whose controlling terminal
     is a fresh pty; stdout carries the terminal output and stderr is None.
+    The command leads a new process group (a new session with a TTY), so
+    :meth:`LocalProcess.kill` ends its children too.
     Raises OSError (e.g. FileNotFoundError) if the program cannot start.
     """
     if not request.command:
@@ -202,6 +209,7 @@ async def start_local_process(
             stderr=subprocess.PIPE if request.stderr else subprocess.DEVNULL,
             cwd=cwd,
             env=env,
+            process_group=0,  # its own group: kill() reaches its children too
         )
         _widen_pipes(process.stdin, process.stdout, process.stderr)
         return LocalProcess(process, None)

@@ -189,3 +189,23 @@ async def test_function_backend_runs_in_process(transport: str) -> None:
                 endpoint, "demo", ["shout", "now"], stdin=b"quiet please", check=False
             )
     assert (result.returncode, result.stdout, result.stderr) == (5, b"QUIET PLEASE", b"shout now")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_early_close_kills_the_commands_children_too(transport: str) -> None:
+    async with remote_server(transport) as endpoint:
+        async with open_remote_process(
+            endpoint, "demo", ["sh", "-c", "sleep 300 & echo $!; wait"]
+        ) as process:
+            assert process.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some()
+            child = int(line)
+        with trio.fail_after(30):
+            while True:
+                try:
+                    os.kill(child, 0)
+                except ProcessLookupError:
+                    break
+                await trio.sleep(0.05)
