@@ -100,7 +100,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser_for(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+    sub: argparse._SubParsersAction[_Parser], name: str, help_text: str
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         name,

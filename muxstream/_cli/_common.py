@@ -193,6 +193,10 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, trio.TooSlowError):
         return "timed out"
     if isinstance(exc, trio.BrokenResourceError):
+        if isinstance(exc.__cause__, ssl.SSLError):
+            return f"TLS handshake failed: {exc.__cause__}"
+        if isinstance(exc.__cause__, SessionClosed | SessionGoneAway):
+            return f"the peer closed the session: {exc.__cause__}"
         return f"connection lost: {_cause_text(exc)}"
     if isinstance(exc, ConnectionLost | SessionClosed | SessionGoneAway | TransportError):
         return f"connection lost: {exc}"

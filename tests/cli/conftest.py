@@ -108,14 +108,17 @@ def free_port() -> int:
 
 
 class CuttingProxy:
-    """A TCP proxy that forwards ``limit`` client->server bytes, then resets both sides.
+    """A TCP proxy that forwards ``limit`` bytes one way, then resets both sides.
+
+    ``limit`` counts client->server bytes, or server->client with ``downstream``.
 
     It plays a peer that dies mid-transfer (a crash, a cable pulled): nothing is
     closed gracefully, both sockets are aborted with RST.
     """
 
-    def __init__(self, upstream_port: int, limit: int) -> None:
+    def __init__(self, upstream_port: int, limit: int, *, downstream: bool = False) -> None:
         self.upstream_port = upstream_port
+        self.downstream = downstream
         self.limit = limit
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
@@ -130,8 +133,11 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            for src, dst, counted in (
+                (client, upstream, not self.downstream),
+                (upstream, client, self.downstream),
+            ):
+                threading.Thread(target=self._pump, args=(src, dst, counted), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         forwarded = 0
