@@ -18,7 +18,7 @@ EXPECTED = [
         "websocket, subprotocol SPDY/3.1+portforward.k8s.io",
         "b'OVER WEBSOCKET'",
     ],
-    ["channel 1 b'ran ls -l'", "channel 3 b'{\"status\":\"Success\"}'"],
+    ["channel 1 b'ran ls -l'", 'channel 3 b\'{"status":"Success"}\''],
     ["b'hello over TLS'"],
 ]
 

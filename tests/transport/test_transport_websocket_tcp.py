@@ -219,3 +219,59 @@ async def test_close_with_data_in_flight_loses_nothing(
             while not results:
                 await trio.sleep(0.01)
     assert results == [digest]
+
+
+async def test_frames_right_behind_the_handshake_are_kept_both_ways() -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage
+
+    from muxstream.transport._websocket_handshake import accept_token
+
+    # Server side: a client frame arrives in the same chunk as the request.
+    client_side, server_side = trio.testing.memory_stream_pair()
+    seen: list[bytes] = []
+
+    async def app(request: HTTPRequest) -> None:
+        ws = await request.accept_websocket()
+        seen.append(await ws.receive_some())
+        await trio.aclose_forcefully(ws)
+
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    frame = Connection(ConnectionType.CLIENT).send(BytesMessage(b"early client bytes"))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_http_connection, server_side, app)
+            await client_side.send_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                + key.encode()
+                + b"\r\n\r\n"
+                + frame
+            )
+    assert seen == [b"early client bytes"]
+
+    # Client side: a server frame arrives in the same chunk as the 101.
+    client_side, server_side = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        import h11
+
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(bytes(await server_side.receive_some()))
+        request = conn.next_event()
+        assert isinstance(request, h11.Request)
+        their_key = dict(request.headers)[b"sec-websocket-key"].decode()
+        await server_side.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Accept: "
+            + accept_token(their_key).encode()
+            + b"\r\n\r\n"
+            + Connection(ConnectionType.SERVER).send(BytesMessage(b"early server bytes"))
+        )
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server)
+            ws = await wrap_websocket_client(client_side, "/", host="x")
+        assert await ws.receive_some() == b"early server bytes"
+        await trio.aclose_forcefully(ws)
