@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import logging
 import ssl
 from collections.abc import Collection
@@ -230,6 +231,13 @@ class RemoteServer:
             )
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def serve_remote(
     config: RemoteServerConfig,
     port: int,
@@ -243,8 +251,12 @@ async def serve_remote(
     Runs until cancelled, like ``trio.serve_tcp``; ``task_status.started`` gets
     the listeners (use port 0 and read the bound port with :func:`bound_port`).
     With ``ssl_context``, every connection is TLS. The default backend is a
-    :class:`LocalBackend` living as long as this call.
+    :class:`LocalBackend` living as long as this call. Raises ValueError for
+    ``insecure_no_auth`` on a non-loopback host, and for ``client_certs``
+    without a context that requires client certificates.
     """
+    if config.insecure_no_auth and not _is_loopback(host):
+        raise ValueError(f"insecure_no_auth is for loopback only, not host={host!r}")
     if config.client_certs and (
         ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
     ):

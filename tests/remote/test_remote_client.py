@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from muxstream.remote import ExecRequest, FunctionBackend
+from muxstream.remote import ExecRequest, FunctionBackend, RemoteServerConfig, serve_remote
 from muxstream.remote._client import RemoteError, open_remote_process, run_remote
 
 from ._remote_helpers import remote_server
@@ -209,3 +209,14 @@ async def test_early_close_kills_the_commands_children_too(transport: str) -> No
                 except ProcessLookupError:
                     break
                 await trio.sleep(0.05)
+
+
+async def test_no_auth_mode_refuses_to_listen_beyond_loopback() -> None:
+    config = RemoteServerConfig(insecure_no_auth=True)
+    with pytest.raises(ValueError, match="loopback"):
+        await serve_remote(config, 0, host="0.0.0.0")
+
+
+async def test_client_certs_mode_needs_a_context_that_requires_them() -> None:
+    with pytest.raises(ValueError, match="CERT_REQUIRED"):
+        await serve_remote(RemoteServerConfig(client_certs=True), 0)
