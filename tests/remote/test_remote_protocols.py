@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 
 import muxstream
-from muxstream.remote import LocalBackend, RemoteStatusError
+from muxstream.remote import (
+    KubeApi,
+    LocalBackend,
+    RemoteEndpoint,
+    RemoteServer,
+    RemoteServerConfig,
+    RemoteStatusError,
+    bound_port,
+)
 from muxstream.remote import _client as client_module
 from muxstream.remote._client import RemoteError, exec_target, open_remote_process, run_remote
-from muxstream.transport import wrap_upgrade_client
+from muxstream.transport import HTTPRequest, serve_http, wrap_upgrade_client
 
 from ._remote_helpers import TOKEN, remote_server
 
@@ -95,3 +105,29 @@ async def test_attach_joins_a_running_process(transport: str) -> None:
                         seen += await process.stdout.receive_some()
                     await process.stdin.send_all(b"quit\n")
                     assert await process.wait() == 0
+
+
+async def test_auto_falls_back_to_spdy_when_websocket_is_refused() -> None:
+    """Like kubectl: a refused WebSocket upgrade (any non-101) means "try SPDY"."""
+    config = RemoteServerConfig(token=TOKEN, api=KubeApi({"demo": ["main"]}))
+    async with LocalBackend() as backend:
+        server = RemoteServer(config, backend)
+        refused: list[str] = []
+
+        async def no_websockets(request: HTTPRequest) -> None:
+            if request.is_websocket:
+                refused.append(request.target)
+                await request.respond(400, (), "no websockets here")
+                return
+            await server.app(request)
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(serve_http, no_websockets, 0))
+            endpoint = RemoteEndpoint(f"http://127.0.0.1:{bound_port(listeners)}", token=TOKEN)
+            async with open_remote_process(endpoint, "demo", ["echo", "fell back"]) as process:
+                assert process.transport == "spdy"
+                assert process.stdout is not None
+                assert await process.stdout.receive_some() == b"fell back\n"
+                assert await process.wait() == 0
+            nursery.cancel_scope.cancel()
+    assert len(refused) == 1
