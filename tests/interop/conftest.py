@@ -134,6 +134,10 @@ class SpdyPeer:
             peer = GoPeer(process, stderr_file, argv)
             try:
                 yield peer
+            except BaseException as exc:
+                # Whatever failed, what the Go side said is usually the explanation.
+                exc.add_note(f"Go peer: {peer.describe()}")
+                raise
             finally:
                 with trio.CancelScope(shield=True):
                     if process.returncode is None:

@@ -210,7 +210,7 @@ async def test_pinging_go_consumer_gets_every_byte_when_muxstream_closes_at_once
                         await go.wait()
                     nursery.cancel_scope.cancel()
         assert result["read_error"] == ""
-        assert result["bytes"] == BULK, f"run {run}: {BULK - result['bytes']} bytes lost"
+        assert result["bytes"] == BULK, f"run {run}: {BULK - result['bytes']} bytes lost: {result}"
         assert result["sha256"] == digests[0]
         assert result["pings"]["count"] > 0, "the consumer never got a ping answered"
         assert result["peer_closed"] is True

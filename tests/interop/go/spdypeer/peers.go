@@ -32,6 +32,8 @@ type tapConn struct {
 	net.Conn
 	pw *io.PipeWriter
 
+	record *os.File // optional copy of every inbound byte
+
 	mu     sync.Mutex
 	counts map[string]int
 	err    string
@@ -66,6 +68,9 @@ func newTapConn(c net.Conn) *tapConn {
 func (t *tapConn) Read(p []byte) (int, error) {
 	n, err := t.Conn.Read(p)
 	if n > 0 {
+		if t.record != nil {
+			t.record.Write(p[:n])
+		}
 		t.pw.Write(p[:n])
 	}
 	if err != nil {
@@ -97,12 +102,14 @@ type endpointFlags struct {
 	connect string
 	listen  string
 	rcvbuf  int
+	record  string
 }
 
 func (e *endpointFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.connect, "connect", "", "host:port to dial")
 	fs.StringVar(&e.listen, "listen", "", "host:port to listen on (accepts one connection)")
 	fs.IntVar(&e.rcvbuf, "rcvbuf", 0, "SO_RCVBUF bytes (0: kernel autotuning)")
+	fs.StringVar(&e.record, "record", "", "file to record every inbound byte in (for debugging)")
 }
 
 // open returns the connected socket and whether this side is the SPDY server.
@@ -113,7 +120,7 @@ func (e *endpointFlags) open() (*tapConn, bool) {
 			fatalf("dial: %v", err)
 		}
 		e.setBuffers(c)
-		return newTapConn(c), false
+		return e.tap(c), false
 	}
 	if e.listen == "" {
 		fatalf("one of -connect or -listen is required")
@@ -129,7 +136,19 @@ func (e *endpointFlags) open() (*tapConn, bool) {
 	}
 	ln.Close()
 	e.setBuffers(c)
-	return newTapConn(c), true
+	return e.tap(c), true
+}
+
+func (e *endpointFlags) tap(c net.Conn) *tapConn {
+	t := newTapConn(c)
+	if e.record != "" {
+		f, err := os.Create(e.record)
+		if err != nil {
+			fatalf("record: %v", err)
+		}
+		t.record = f
+	}
+	return t
 }
 
 // setBuffers applies -rcvbuf: a small fixed receive buffer keeps the kernel from
@@ -361,6 +380,8 @@ func echoOneStream(conn *spdystream.Connection, i, size, chunk int, timeout time
 
 // pinger pings every interval until stop is closed, recording round trips.
 type pinger struct {
+	record *os.File // optional copy of every inbound byte
+
 	mu     sync.Mutex
 	rtts   []float64 // milliseconds
 	errors []string
