@@ -1,0 +1,124 @@
+"""An exec service whose "commands" are Python code you write: a calculator REPL.
+
+Try it:
+
+    python examples/custom_backend.py                      # serve + run a client, then exit
+    python examples/custom_backend.py --serve --port 7071  # keep serving; then:
+    echo '2 ** 10' | muxstream exec -a 127.0.0.1:7071 --token s3cret -i -- calc
+    muxstream exec -a 127.0.0.1:7071 --token s3cret -it -- calc   # interactive
+
+No process is started and nothing touches the filesystem: the backend
+(`FunctionBackend`) hands each exec request to an async function with the
+request's stdin/stdout/stderr as trio streams; its return value is the exit
+code the client (muxstream, kubectl) sees. The calculator evaluates arithmetic
+only, by walking the syntax tree (no eval): a sandbox by construction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import operator
+import sys
+from collections.abc import Callable
+
+import trio
+
+from muxstream.remote import (
+    ExecRequest,
+    FunctionBackend,
+    RemoteEndpoint,
+    RemoteServerConfig,
+    bound_port,
+    run_remote,
+    serve_remote,
+)
+
+Number = float | int
+OPERATORS: dict[type[ast.AST], Callable[..., Number]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos,
+}
+
+
+def calculate(text: str) -> float | int:
+    """Evaluate +, -, *, /, //, %, ** on numbers; anything else is a ValueError."""
+
+    def walk(node: ast.AST) -> float | int:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 1000:
+                raise ValueError("exponent too large")
+            return OPERATORS[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in OPERATORS:
+            return OPERATORS[type(node.op)](walk(node.operand))
+        raise ValueError(f"not arithmetic: {ast.dump(node)[:40]}")
+
+    return walk(ast.parse(text, mode="eval"))
+
+
+async def calc(
+    request: ExecRequest,
+    stdin: trio.abc.ReceiveStream,
+    stdout: trio.abc.SendStream,
+    stderr: trio.abc.SendStream,
+) -> int:
+    """The `calc` command: one expression per line; exit 1 if any line failed."""
+    if request.command[:1] != ("calc",):
+        await stderr.send_all(b"only `calc` runs here\n")
+        return 127
+    failures = 0
+    pending = b""
+    if request.tty:
+        await stdout.send_all(b"calc> ")
+    async for chunk in stdin:
+        pending += chunk.replace(b"\r", b"\n") if request.tty else chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if not line.strip():
+                continue
+            try:
+                await stdout.send_all(f"{calculate(line.decode())}\n".encode())
+            except (ValueError, SyntaxError, ZeroDivisionError, OverflowError) as exc:
+                failures += 1
+                await stderr.send_all(f"error: {exc}\n".encode())
+            if request.tty:
+                await stdout.send_all(b"calc> ")
+    return 1 if failures else 0
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="serve until Ctrl-C")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="s3cret")
+    args = parser.parse_args()
+    async with FunctionBackend(calc) as backend:
+        config = RemoteServerConfig(token=args.token, backend=backend)
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_remote, config, args.port)
+            port = bound_port(listeners)
+            print(f"calculator exec service listening on 127.0.0.1:{port}", flush=True)
+            if args.serve:
+                await trio.sleep_forever()
+            endpoint = RemoteEndpoint(f"http://127.0.0.1:{port}", token=args.token)
+            result = await run_remote(
+                endpoint, "demo", ["calc"], stdin=b"1 + 2\n2 ** 10\n7 / 0\n", check=False
+            )
+            print(f"stdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
+                  f"exit code: {result.returncode}")
+            nursery.cancel_scope.cancel()
+    expected = (b"3\n1024\n", b"error: division by zero\n", 1)
+    return 0 if (result.stdout, result.stderr, result.returncode) == expected else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(trio.run(main))
+    except KeyboardInterrupt:
+        pass
