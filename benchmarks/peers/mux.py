@@ -14,6 +14,7 @@ The client side of each scenario is one measured repetition.
 from __future__ import annotations
 
 import gc
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,6 +72,20 @@ def websocket_unavailable_reason() -> str | None:
 def _session_options(params: Params) -> dict[str, Any]:
     """Session keyword options for both sides (``params["options"]``, set by run.py)."""
     return dict(params.get("options", {}))
+
+
+def _tune_socket(sock: trio.SocketStream, params: Params) -> None:
+    """Apply ``params["notsent_lowat"]`` (Linux TCP_NOTSENT_LOWAT, bytes), if given.
+
+    An experiment knob: it caps the bytes queued unsent in the kernel, so control
+    frames (PING replies) wait behind less bulk data.
+    """
+    lowat = params.get("notsent_lowat")
+    if lowat:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, int(lowat))
+
+
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
 
 
 # --------------------------------------------------------------------------- server
@@ -141,6 +156,7 @@ async def server(params: Params, task_status: trio.TaskStatus[int]) -> None:
         await run_session(await request.accept_websocket())
 
     async def handler(sock: trio.SocketStream) -> None:
+        _tune_socket(sock, params)
         transport: trio.abc.Stream = sock
         try:
             if contexts is not None:
@@ -172,6 +188,7 @@ async def _session(port: int, params: Params, *, graceful: bool = True) -> Async
     import muxstream
 
     sock = await trio.open_tcp_stream("127.0.0.1", port)
+    _tune_socket(sock, params)
     transport: trio.abc.Stream = sock
     contexts = tls_contexts(params)
     if contexts is not None:
