@@ -149,6 +149,54 @@ async def upgrade(
     raise refusal
 
 
+class _CloseAsEofStream(trio.abc.HalfCloseableStream):
+    """A client transport that cannot half-close (TLS, WebSocket), made to.
+
+    The session's last step of a graceful close, once everything it sends is
+    flushed, is ``send_eof``. Without a half-close both muxstream ends would
+    wait for the other's EOF until ``close_timeout``. As the client we end the
+    connection there instead (TLS close_notify or WebSocket Close 1000, then
+    TCP), as client-go's ``conn.Close()`` does; nothing we still owe is lost,
+    and the peer reads a clean EOF.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.transport = stream
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return b""
+        try:
+            return bytes(await self.transport.receive_some(max_bytes))
+        except (*_GONE,):
+            if self._closed:
+                return b""  # closed in send_eof: that is the end of our reading
+            raise
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        self._closed = True
+        await self.transport.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.transport.aclose()
+
+
+def close_as_eof(stream: trio.abc.Stream) -> trio.abc.Stream:
+    """``stream`` itself if it can half-close, else :class:`_CloseAsEofStream`."""
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        return stream
+    return _CloseAsEofStream(stream)
+
+
 class _RemoteStdin(trio.abc.SendStream):
     """stdin of a remote process: ``aclose()`` means EOF for the remote command."""
 
@@ -353,7 +401,7 @@ async def open_remote_process(
         if protocol not in PROTOCOL_VERSIONS:
             await stream.aclose()
             raise RemoteError(101, f"unsupported protocol version {protocol!r}")
-        async with muxstream.open_session(stream, role=muxstream.CLIENT) as session:
+        async with muxstream.open_session(close_as_eof(stream), role=muxstream.CLIENT) as session:
             async with trio.open_nursery() as nursery:
                 await _spdy_process(
                     nursery, session, process, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty

@@ -19,7 +19,6 @@ import trio
 
 import muxstream
 
-from ..transport import WebSocketStream
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
     PORT_FORWARD_TUNNEL_PROTOCOL,
@@ -28,7 +27,7 @@ from ._channels import (
     STREAM_TYPE_HEADER,
     StreamType,
 )
-from ._client import RemoteEndpoint, RemoteError, upgrade
+from ._client import RemoteEndpoint, RemoteError, close_as_eof, upgrade
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -85,37 +84,6 @@ class ForwardedStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         await self._data.aclose()
         await self._error.aclose()
-
-
-class _TunnelStream(trio.abc.HalfCloseableStream):
-    """The client end of the ``SPDY/3.1+portforward.k8s.io`` tunnel.
-
-    A WebSocket cannot half-close, so ``send_eof`` -- the session's last step
-    once everything is flushed -- closes the WebSocket (Close 1000, then TCP),
-    as client-go's TunnelingConnection.Close does. Without it both session
-    ends would wait for an EOF that never comes until ``close_timeout``.
-    """
-
-    def __init__(self, websocket: WebSocketStream) -> None:
-        self.websocket = websocket
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        try:
-            return await self.websocket.receive_some(max_bytes)
-        except trio.ClosedResourceError:
-            return b""  # we closed it in send_eof: that is our end of the stream
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.websocket.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.websocket.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.websocket.aclose()
-
-    async def aclose(self) -> None:
-        await self.websocket.aclose()
 
 
 class PortForwarder:
@@ -201,8 +169,7 @@ async def open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterator
         spdy_protocols=[PORT_FORWARD_PROTOCOL],
     )
     # Over WebSocket the binary messages are the SPDY byte stream itself.
-    transport = _TunnelStream(stream) if isinstance(stream, WebSocketStream) else stream
-    async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
+    async with muxstream.open_session(close_as_eof(stream), role=muxstream.CLIENT) as session:
         yield PortForwarder(session, pod, kind)
 
 

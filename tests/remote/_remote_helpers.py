@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,17 +16,22 @@ TOKEN = "client-test-token"
 
 
 @asynccontextmanager
-async def remote_server(transport: str = "auto", **config: Any) -> AsyncIterator[RemoteEndpoint]:
-    """Serve on 127.0.0.1:0 (plain HTTP, token auth); yield an endpoint for it."""
+async def remote_server(
+    transport: str = "auto", ssl_context: ssl.SSLContext | None = None, **config: Any
+) -> AsyncIterator[RemoteEndpoint]:
+    """Serve on 127.0.0.1:0 (plain HTTP unless ``ssl_context``; token auth by
+    default); yield an endpoint for it (without a client TLS context)."""
     config.setdefault("token", TOKEN)
     config.setdefault("api", KubeApi({"demo": ["main"]}))
     server_config = RemoteServerConfig(**config)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
-            lambda task_status: serve_remote(server_config, 0, task_status=task_status)
+            lambda task_status: serve_remote(
+                server_config, 0, ssl_context=ssl_context, task_status=task_status
+            )
         )
         yield RemoteEndpoint(
-            f"http://127.0.0.1:{bound_port(listeners)}",
+            f"{'https' if ssl_context else 'http'}://127.0.0.1:{bound_port(listeners)}",
             token=TOKEN,
             transport=transport,  # type: ignore[arg-type]
         )

@@ -6,14 +6,17 @@ import dataclasses
 import hashlib
 import os
 import signal
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from muxstream.remote import ExecRequest, FunctionBackend, RemoteServerConfig, serve_remote
 from muxstream.remote._client import RemoteError, open_remote_process, run_remote
+from muxstream.transport import TransportError
 
 from ._remote_helpers import remote_server
 
@@ -220,3 +223,29 @@ async def test_no_auth_mode_refuses_to_listen_beyond_loopback() -> None:
 async def test_client_certs_mode_needs_a_context_that_requires_them() -> None:
     with pytest.raises(ValueError, match="CERT_REQUIRED"):
         await serve_remote(RemoteServerConfig(client_certs=True), 0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_client_certificate_authenticates_over_tls(transport: str, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(server_context)
+    with_cert = ssl.create_default_context()
+    ca.configure_trust(with_cert)
+    ca.issue_cert("alice@example").configure_cert(with_cert)
+    without_cert = ssl.create_default_context()
+    ca.configure_trust(without_cert)
+    marker = tmp_path / "ran"
+    async with remote_server(
+        transport, ssl_context=server_context, token=None, client_certs=True
+    ) as endpoint:
+        ok = await run_remote(
+            dataclasses.replace(endpoint, token=None, ssl_context=with_cert), "demo", ["echo", "hi"]
+        )
+        assert ok.stdout == b"hi\n"
+        anonymous = dataclasses.replace(endpoint, token=None, ssl_context=without_cert)
+        with pytest.raises((trio.BrokenResourceError, ssl.SSLError, OSError, TransportError)):
+            await run_remote(anonymous, "demo", ["touch", str(marker)])
+    assert not marker.exists()
