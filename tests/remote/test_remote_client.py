@@ -93,20 +93,24 @@ async def test_large_stdin_arrives_intact_and_eof_ends_it(transport: str) -> Non
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tty_resize_reaches_the_terminal(transport: str) -> None:
+    script = "while read x; do stty size; done; exit 5"
     async with remote_server(transport) as endpoint:
         async with open_remote_process(
-            endpoint, "demo", ["sh", "-c", "read x; stty size"], stdin=True, tty=True
+            endpoint, "demo", ["sh", "-c", script], stdin=True, tty=True
         ) as process:
             assert process.stderr is None  # a terminal merges stderr
             assert process.stdin is not None and process.stdout is not None
             await process.resize(123, 45)
-            await process.stdin.send_all(b"go\n")
             output = b""
             with trio.fail_after(30):
-                async for chunk in process.stdout:
-                    output += chunk
-            assert await process.wait() == 0
-    assert b"45 123" in output
+                # Resize and keystrokes travel on different streams: ask until it shows.
+                while b"45 123" not in output:
+                    await process.stdin.send_all(b"size?\n")
+                    with trio.move_on_after(0.5):
+                        while b"45 123" not in output:
+                            output += await process.stdout.receive_some()
+                await process.stdin.aclose()  # EOT on the terminal ends the loop
+                assert await process.wait() == 5
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
