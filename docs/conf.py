@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 project = "muxstream"
 author = "the muxstream authors"
-copyright = "2026, the muxstream authors"  # noqa: A001 - Sphinx's name for it
+copyright = "2026, the muxstream authors"
 
 from muxstream import __version__ as release  # noqa: E402
 
