@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 
 import pytest
 import trio
@@ -275,3 +276,34 @@ async def test_frames_right_behind_the_handshake_are_kept_both_ways() -> None:
             ws = await wrap_websocket_client(client_side, "/", host="x")
         assert await ws.receive_some() == b"early server bytes"
         await trio.aclose_forcefully(ws)
+
+
+@pytest.mark.parametrize("api", ["receive_some", "receive_message", "send_all"])
+async def test_connection_reset_wakes_every_call_with_broken_resource(
+    serve,  # type: ignore[no-untyped-def]
+    api: str,
+) -> None:
+    # The server vanishes abruptly (RST, as a cutting proxy or a killed peer
+    # does) while the client is blocked: the call must fail, not hang.
+    async def app(request: HTTPRequest) -> None:
+        ws = await request.accept_websocket()
+        await ws.send_message(b"one message, then gone")
+        await trio.sleep(0.05)
+        raw = ws.transport_stream
+        assert isinstance(raw, trio.SocketStream)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await trio.aclose_forcefully(raw)
+
+    port = await serve(app)
+    with trio.fail_after(20):
+        ws = await open_websocket_stream("127.0.0.1", port, "/")
+        assert await ws.receive_message() == b"one message, then gone"
+        with pytest.raises(trio.BrokenResourceError):
+            if api == "receive_some":
+                await ws.receive_some()
+            elif api == "receive_message":
+                await ws.receive_message()
+            else:
+                while True:
+                    await ws.send_all(b"x" * 65536)
+        await ws.aclose()
