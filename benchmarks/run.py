@@ -772,18 +772,18 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     cfg = Config(
-        size=args.size or (32 * MiB if quick else GiB),
+        size=args.size or (16 * MiB if quick else GiB),
         warmup=0,
         repeats=args.repeats or (1 if quick else 3),
-        churn_count_1=args.churn_count or (300 if quick else 3000),
-        churn_count_64=args.churn_count or (1000 if quick else 20000),
-        ping_count=args.ping_count or (300 if quick else 3000),
-        ping_load_count=args.ping_count or (150 if quick else 1500),
-        idle_streams=args.idle_streams or (1000 if quick else 10000),
-        stalled_streams=args.stalled_streams or (20 if quick else 100),
+        churn_count_1=args.churn_count or (200 if quick else 3000),
+        churn_count_64=args.churn_count or (500 if quick else 20000),
+        ping_count=args.ping_count or (200 if quick else 3000),
+        ping_load_count=args.ping_count or (100 if quick else 1500),
+        idle_streams=args.idle_streams or (500 if quick else 10000),
+        stalled_streams=args.stalled_streams or (10 if quick else 100),
         timeout=args.timeout,
     )
-    cfg.warmup = min(cfg.size, 16 * MiB)
+    cfg.warmup = min(cfg.size // 4, 16 * MiB)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ALL_ROWS))
     if unknown:
