@@ -181,17 +181,23 @@ def run_pair(
     timeout: float,
     on_checkpoint: CheckpointHook | None = None,
 ) -> dict[str, Any]:
-    """Run one server + client repetition; return the client's result fields."""
-    server_spec = {"peer": peer, "role": "server", "scenario": scenario, "params": params}
-    server = Worker(launcher.argv(peer, server_spec), f"{peer} {scenario} server")
+    """Run one server + client repetition; return the client's result fields.
+
+    ``peer`` names one implementation for both sides, or ``"<server>><client>"`` for a
+    mixed pair (``"go-spdystream>muxstream"``: Go server, muxstream client).
+    """
+    server_peer, _, client_peer = peer.partition(">")
+    client_peer = client_peer or server_peer
+    server_spec = {"peer": server_peer, "role": "server", "scenario": scenario, "params": params}
+    server = Worker(launcher.argv(server_peer, server_spec), f"{server_peer} {scenario} server")
     client: Worker | None = None
     deadline = time.monotonic() + timeout
     try:
         event = server.read_event(time.monotonic() + 30)
         if event.get("event") != "listening":
             raise WorkerCrashed(f"{server.name}: expected 'listening', got {event}")
-        client_spec = dict(server_spec, role="client", port=event["port"])
-        client = Worker(launcher.argv(peer, client_spec), f"{peer} {scenario} client")
+        client_spec = dict(server_spec, peer=client_peer, role="client", port=event["port"])
+        client = Worker(launcher.argv(client_peer, client_spec), f"{client_peer} {scenario} client")
         extra: dict[str, Any] = {}
         server_cpu: float | None = None
         while True:
@@ -408,6 +414,16 @@ def plan(cfg: Config, rows: list[str], go_ok: str | None, tls: dict[str, str]) -
          churn1, S, "churn/h2-c1", go_ok),
         ("go/churn-c64", "Go", "Go spdystream churn, 64 in flight", "go-spdystream", "churn",
          churn64, S, "churn/h2-c64", go_ok),
+        # mixed pairs: interoperability at speed (spdystream sends no WINDOW_UPDATE, so
+        # a muxstream sender must not wait for credit; ratios to Go on both ends)
+        ("go/mux-to-go-bulk", "Go", "muxstream client -> Go spdystream server, 1 stream",
+         "go-spdystream>muxstream", "bulk", bulk, B, "go/bulk", go_ok or mux),
+        ("go/go-to-mux-bulk", "Go", "Go spdystream client -> muxstream server, 1 stream",
+         "muxstream>go-spdystream", "bulk", bulk, B, "go/bulk", go_ok or mux),
+        ("go/mux-to-go-churn", "Go", "muxstream client -> Go spdystream server, churn, 64",
+         "go-spdystream>muxstream", "churn", churn64, S, "go/churn-c64", go_ok or mux),
+        ("go/go-to-mux-churn", "Go", "Go spdystream client -> muxstream server, churn, 64",
+         "muxstream>go-spdystream", "churn", churn64, S, "go/churn-c64", go_ok or mux),
     ]
     # fmt: on
     out = []
@@ -557,7 +573,7 @@ SECTIONS = {
     "memory": "Memory (server RSS growth)",
     "ws": "Bulk over WebSocket, 1 stream",
     "tls": "Bulk over TLS, 1 stream",
-    "go": "Go spdystream (reference, Go client and server)",
+    "go": "Go spdystream (reference), and mixed Go/muxstream pairs",
 }
 
 
