@@ -331,6 +331,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
             # or aclose() answers with our close frame.
             self._eof = True
             self._peer_close = event
+            self._finished.set()  # no more keepalive pings
             return
         if state is ConnectionState.REMOTE_CLOSING:
             self._pending_out += self._conn.send(event.response())
