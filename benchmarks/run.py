@@ -666,7 +666,22 @@ def machine_description() -> dict[str, Any]:
         go = subprocess.run(
             ["go", "version"], capture_output=True, text=True, timeout=20
         ).stdout.strip()
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(REPO)]
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "muxstream"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.splitlines()
+        if commit and changed:
+            commit += f" + uncommitted changes to {len(changed)} file(s) in muxstream/"
     return {
+        "commit": commit,
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
@@ -847,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
             + (f", {machine['go']}" if machine["go"] else ""),
             f"Command: `{command.strip()}` ({elapsed:.0f} s); bulk {cfg.size / MiB:,.0f} MiB, "
-            f"median of {cfg.repeats}, two processes over 127.0.0.1.",
+            f"median of {cfg.repeats}, two processes over 127.0.0.1, at commit "
+            f"{machine['commit'] or 'unknown'}.",
             f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after "
             f"({machine['cores']} cores: other work on the machine shares them).",
         ]
