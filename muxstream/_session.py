@@ -106,6 +106,9 @@ _WRITE_BATCH = 512 * 1024
 _NOTSENT_LOWAT = 256 * 1024
 #: sendmsg() accepts at most IOV_MAX (1024 on Linux) buffers.
 _IOV_MAX = 512
+#: Queued answers (PING echoes, RST_STREAMs) at which the reader stops reading:
+#: a peer that floods without reading them meets TCP backpressure.
+_ANSWERS_PAUSE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +484,7 @@ class Session(trio.abc.Listener[Stream]):
         return min(room, window)
 
     def _data_queued(self) -> None:
+        self._last_activity = trio.current_time()
         self._writer_lot.unpark_all()
 
     def _consumed(self, stream: Stream, n: int) -> None:
@@ -682,7 +686,13 @@ class Session(trio.abc.Listener[Stream]):
         except while a PING is outstanding: its echo sits behind that data, and
         the caller waiting for it may be the one who would drain the stream.
         Even then, the total stays below ``session_window``.
+
+        It also pauses while ``_ANSWERS_PAUSE`` answers to the peer's frames
+        wait for the writer: a peer that floods PINGs or doomed SYN_STREAMs
+        without reading our answers is slowed to the pace it reads them.
         """
+        if self._conn.queued_answers >= _ANSWERS_PAUSE:
+            return True
         if self._overfull is None or self._draining:
             return False
         return not self._pings or self._buffered_total >= self.options.session_window
@@ -719,8 +729,11 @@ class Session(trio.abc.Listener[Stream]):
         streams = self._streams
         conn = self._conn
         track = not conn.peer_flow_control and not self._draining
+        # Everything but PING (and its echo) is activity for idle_timeout.
+        active = False
         for ev in events:
             if isinstance(ev, DataReceived):
+                active = True
                 stream = streams.get(ev.stream_id)
                 if stream is None or stream._local_closed or (
                     self._draining and not conn.peer_flow_control
@@ -735,12 +748,14 @@ class Session(trio.abc.Listener[Stream]):
                 if track and stream._buffered > self._buffer_limit:
                     self._overfull = stream
             elif isinstance(ev, StreamEnded):
+                active = True
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._eof = True
                     stream._wake()
                     self._forget_if_done(stream)
             elif isinstance(ev, StreamOpened):
+                active = True
                 self._on_stream_opened(ev)
             elif isinstance(ev, ReplyReceived):
                 stream = streams.get(ev.stream_id)
@@ -792,7 +807,8 @@ class Session(trio.abc.Listener[Stream]):
                 self._open_lot.unpark_all()
                 for s in streams.values():
                     s._wake()
-        self._last_activity = trio.current_time()
+        if active:
+            self._last_activity = trio.current_time()
         if self._space_waiters and self._conn.ordered_bytes < self.options.write_buffer_size:
             self._wake_space_waiters()
 
@@ -861,6 +877,8 @@ class Session(trio.abc.Listener[Stream]):
             while True:
                 if conn.has_data_to_send:
                     bufs = conn.buffers_to_send(_WRITE_BATCH)
+                    if self._reader_lot:
+                        self._reader_lot.unpark_all()  # the answers are out of the queue
                     if self._space_waiters and conn.ordered_bytes < self.options.write_buffer_size:
                         self._wake_space_waiters()
                     await send(bufs)

@@ -126,6 +126,11 @@ DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_MAX_SEND_FRAME = 128 * 1024
 #: Streams closed by our RST whose late frames are silently dropped.
 _RESET_MEMORY = 4096
+#: Answers (PING echoes, RST_STREAMs) a peer may have queued but not yet read
+#: before its flood is a session error. A muxstream session stops reading long
+#: before (TCP backpressure); this bounds what one 1 MiB read can add (~87,000
+#: PINGs fit in it), so a reading peer is refused, not cut off. ~100 B each.
+DEFAULT_MAX_QUEUED_ANSWERS = 100_000
 
 
 @dataclass(slots=True)
@@ -151,7 +156,7 @@ class _Stream:
 _Outbound = bytes | memoryview | Frame
 #: An ordered item: the stream it belongs to (None: the session), its size as
 #: counted in ``ordered_bytes``, and the bytes or frame itself.
-_Ordered = tuple[_Stream | None, int, _Outbound]
+_Ordered = tuple[_Stream | None, int, _Outbound | tuple[bytes, memoryview]]
 
 
 class Connection:
@@ -170,6 +175,7 @@ class Connection:
         max_control_frame: int | None = None,
         max_data_frame: int = MAX_FRAME_LENGTH,
         announce: bool = True,
+        max_queued_answers: int = DEFAULT_MAX_QUEUED_ANSWERS,
     ) -> None:
         if not 1 <= initial_window <= MAX_WINDOW or not 1 <= session_window <= MAX_WINDOW:
             raise ValueError("windows must be 1..2**31-1")
@@ -216,6 +222,8 @@ class Connection:
         self.terminated: RemoteProtocolError | LocalProtocolError | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.max_queued_answers = max_queued_answers
+        self._queued_answers = 0
         if announce:
             self._urgent.append(
                 SettingsFrame(
@@ -276,6 +284,15 @@ class Connection:
         return bool(self._urgent or self._ordered)
 
     @property
+    def queued_answers(self) -> int:
+        """PING echoes and RST_STREAMs answering the peer, queued and not handed out.
+
+        A session stops reading while this is high: a peer that floods us
+        without reading our answers then meets TCP backpressure.
+        """
+        return self._queued_answers
+
+    @property
     def ordered_bytes(self) -> int:
         """Bytes of DATA (and other ordered frames) queued but not handed out."""
         return self._ordered_bytes
@@ -298,6 +315,7 @@ class Connection:
             b = self._encode(urgent.popleft())
             out.append(b)
             size += len(b)
+        self._queued_answers = 0
         ordered = self._ordered
         limit = max_bytes if max_bytes is not None else 1 << 62
         first = True
@@ -306,8 +324,14 @@ class Connection:
             owner, counted, item = ordered.popleft()
             if owner is not None:
                 owner.queued -= 1
-            b = self._encode(item)
             self._ordered_bytes -= counted
+            if isinstance(item, tuple):
+                # A DATA frame's header and payload travel as one entry, so no
+                # urgent frame can ever be handed out between them.
+                out += item
+                size += counted
+                continue
+            b = self._encode(item)
             out.append(b)
             size += len(b)
         if not ordered:
@@ -320,7 +344,8 @@ class Connection:
         return b"".join(self.buffers_to_send(max_bytes))
 
     def _queue_ordered(
-        self, item: bytes | memoryview | Frame, size: int, owner: _Stream | None = None
+        self, item: _Outbound | tuple[bytes, memoryview], size: int,
+        owner: _Stream | None = None,
     ) -> None:
         self._ordered.append((owner, size, item))
         self._ordered_bytes += size
@@ -336,10 +361,10 @@ class Connection:
         for entry in self._ordered:
             if entry[0] is st:
                 self._ordered_bytes -= entry[1]
-                if isinstance(entry[2], memoryview):
+                if isinstance(entry[2], tuple):
                     # a DATA payload that will never be sent: the peer never sees
                     # it, so it never credits it back; give the session window back
-                    self.their_session_window += entry[1]
+                    self.their_session_window += len(entry[2][1])
             else:
                 kept.append(entry)
         self._ordered = kept
@@ -471,8 +496,9 @@ class Connection:
                 piece = view[off : off + step]
                 last = off + step >= n
                 flags = Flag.FIN if (last and end_stream) else 0
-                self._queue_ordered(encode_data_header(stream_id, len(piece), flags), 8, st)
-                self._queue_ordered(piece, len(piece), st)
+                self._queue_ordered(
+                    (encode_data_header(stream_id, len(piece), flags), piece), 8 + len(piece), st
+                )
             st.their_window -= n
             self.their_session_window -= n
         elif end_stream:
@@ -507,6 +533,8 @@ class Connection:
         else:
             self._discard_queued(st)
             self._urgent.append(frame)
+            if status == RstStatus.REFUSED_STREAM:
+                self._queued_answers += 1  # answers a peer's SYN_STREAM
 
     def ping(self) -> int:
         """Queue a PING and return its id (odd for clients, even for servers)."""
@@ -592,6 +620,7 @@ class Connection:
             self._discard_queued(st)
         self._remember_reset(stream_id)
         self._urgent.append(RstStreamFrame(stream_id, status))
+        self._queued_answers += 1
         raise RemoteProtocolError.stream(message, stream_id, status)
 
     def _was_opened(self, stream_id: int) -> bool:
@@ -636,6 +665,10 @@ class Connection:
                 if frame is None:
                     return events
                 self._handle(frame, events)
+                if self._queued_answers > self.max_queued_answers:
+                    raise RemoteProtocolError.session(
+                        f"peer flooded {self._queued_answers} frames that need an answer "
+                        "without reading the answers")
         except RemoteProtocolError as exc:
             decoder.release()
             exc.events = events
@@ -653,6 +686,7 @@ class Connection:
             self._discard_queued(st)
         self._remember_reset(stream_id)
         self._urgent.append(RstStreamFrame(stream_id, status))
+        self._queued_answers += 1
 
     def _terminate(self, exc: RemoteProtocolError) -> None:
         self.terminated = exc
@@ -688,6 +722,7 @@ class Connection:
                     events.append(PingAcked(frame.ping_id))
             else:
                 self._urgent.append(frame)
+                self._queued_answers += 1
                 events.append(PingReceived(frame.ping_id))
         elif isinstance(frame, SettingsFrame):
             self._on_settings(frame, events)

@@ -372,12 +372,13 @@ def test_buffers_to_send_bounds_ordered_bytes_but_not_urgent_ones() -> None:
     queued = conn.ordered_bytes
     assert queued == 1000 + 300 * KiB + 4 * 8
     first = conn.buffers_to_send(1)
-    # every urgent frame, then at least one ordered buffer
-    assert len(first) == 2
+    # every urgent frame, then at least one ordered entry (a DATA frame is two
+    # buffers, header and payload, that are never separated)
+    assert len(first) == 3
     assert peer.read_bytes(bytes(first[0])) == [PingFrame(2)]
     rest = b"".join(bytes(b) for b in conn.buffers_to_send())
     assert conn.ordered_bytes == 0 and not conn.has_data_to_send
-    data = peer.read_bytes(bytes(first[1]) + rest)
+    data = peer.read_bytes(b"".join(bytes(b) for b in first[1:]) + rest)
     assert b"".join(f.data for f in data if isinstance(f, DataFrame)) == (
         b"d" * 1000 + b"e" * 300 * KiB
     )
@@ -457,11 +458,12 @@ def test_ordered_bytes_track_what_is_queued_exactly() -> None:
     conn.send_data(sid, b"x" * 10)
     conn.go_away()
     assert conn.ordered_bytes == 8 + 1000 + 0 + 8 + 10 + 16
-    conn.buffers_to_send(1)
-    assert conn.ordered_bytes == 1000 + 0 + 8 + 10 + 16
-    conn.buffers_to_send(1)
+    conn.buffers_to_send(1)  # one DATA frame: header and payload together
+    assert conn.ordered_bytes == 0 + 8 + 10 + 16
     conn.buffers_to_send(1)  # the HEADERS frame: counted 0 when queued, 0 when sent
     assert conn.ordered_bytes == 8 + 10 + 16
+    conn.buffers_to_send(1)
+    assert conn.ordered_bytes == 16
     peer.read(conn)
     assert conn.ordered_bytes == 0
 
@@ -480,3 +482,49 @@ def test_discarded_data_gives_its_session_window_back() -> None:
     assert client.sendable(b) == 64 * KiB
     client.send_data(b, b"y" * 64 * KiB)
     assert received(deliver(client, server)) == 64 * KiB  # no FLOW_CONTROL_ERROR
+
+
+def test_urgent_frames_never_split_a_data_frame_from_its_payload() -> None:
+    """Regression: a batch limit that fell between a DATA header and its payload let
+    the next batch put a PING echo in between, corrupting the stream (seen against Go)."""
+    from muxstream.protocol import Connection, DataReceived, PingAcked, PingReceived, Role
+
+    c = Connection(Role.CLIENT, announce=False)
+    s = Connection(Role.SERVER, announce=False)
+    sid = c.open_stream({"streamtype": "data"})
+    s.receive_data(c.data_to_send())
+    s.send_reply(sid)
+    c.receive_data(s.data_to_send())
+    c.send_data(sid, bytes(1 << 20))
+    total = 0
+    for limit in (1, 7, 8, 9, 8 + 131072 + 1, 8 + 131072 + 8):
+        wire = b"".join(c.buffers_to_send(limit))
+        pid = c.ping()
+        wire += b"".join(c.buffers_to_send(limit))
+        events = s.receive_data(wire)  # raised "DATA frame on stream 0" before the fix
+        assert all(isinstance(e, DataReceived | PingReceived) for e in events)
+        total += sum(len(e.data) for e in events if isinstance(e, DataReceived))
+        assert PingAcked(pid) in c.receive_data(s.data_to_send())
+    rest = s.receive_data(c.data_to_send())
+    total += sum(len(e.data) for e in rest if isinstance(e, DataReceived))
+    assert total == 1 << 20
+
+
+@pytest.mark.parametrize("max_bytes", [1, 8, 9, 1007])
+def test_urgent_frames_never_split_a_data_frame(max_bytes: int) -> None:
+    # A batch limit may fall right after a DATA header; the urgent frames of the
+    # next batch must still not land between that header and its payload.
+    conn, peer, sid = stalled_sender()
+    conn.send_data(sid, b"e" * 500)
+    wire = b"".join(bytes(b) for b in conn.buffers_to_send(max_bytes))
+    conn.ping()
+    peer.send(conn, WindowUpdateFrame(0, 1), DataFrame(3, b"u" * 300 * KiB))
+    conn.acknowledge_received_data(3, 300 * KiB)
+    wire += conn.data_to_send()
+    frames = peer.read_bytes(wire)
+    assert [f for f in frames if isinstance(f, DataFrame)] == [
+        DataFrame(sid, b"d" * 1000),
+        DataFrame(sid, b"e" * 500),
+    ]
+    assert PingFrame(2) in frames
+    assert WindowUpdateFrame(3, 300 * KiB) in frames

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import muxstream
-from muxstream import CLIENT, Session, SessionOptions, Stream
+from muxstream import CLIENT, SERVER, Session, SessionOptions, Stream
 from muxstream.protocol import (
     Connection,
     DataReceived,
@@ -428,3 +428,31 @@ async def test_data_from_a_spdystream_like_peer_beyond_the_window_is_accepted() 
             assert await stream.receive_all() == b"q" * 100_000
             assert not any(isinstance(e, DataReceived) for e in peer.events)
             nursery.cancel_scope.cancel()
+
+
+async def test_pings_do_not_count_as_activity_for_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        a, b = trio.testing.memory_stream_pair()
+        pinger = Session(a, CLIENT, SessionOptions(keepalive_interval=10))
+        idler = Session(b, SERVER, SessionOptions(keepalive_interval=None, idle_timeout=60))
+        pinger._start(nursery)
+        idler._start(nursery)
+        await trio.sleep(59)
+        assert not idler.closed and pinger.pings_sent >= 5
+        await trio.sleep(2)
+        assert idler.closed
+        nursery.cancel_scope.cancel()
+
+
+async def test_data_keeps_an_idle_timeout_session_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session_pair(idle_timeout=60, **NO_KEEPALIVE) as (client, server):
+        ours, theirs = await _open_accepted(client, server)
+        for _ in range(10):
+            await trio.sleep(30)
+            await ours.send_all(b"tick")
+            assert await theirs.receive_some() == b"tick"
+        assert not client.closed and not server.closed
