@@ -92,3 +92,40 @@ def test_parse_size_units() -> None:
     assert run.parse_size("256MiB") == 256 * 2**20
     assert run.parse_size("64k") == 64 * 1024
     assert run.parse_size("1000") == 1000
+
+
+def _measurement(
+    key: str, metric: str, runs: list[dict[str, float]], vs: str | None = None
+) -> run.Measurement:
+    m = run.Measurement(key, key.split("/")[0], key, key, "trio", "bulk", {}, metric, vs)
+    m.runs = list(runs)
+    return m
+
+
+def test_targets_use_medians_of_the_same_run() -> None:
+    gib = 2**30
+    trio = _measurement("bulk/trio", "MiB/s", [{"bytes": gib, "seconds": s} for s in (1, 2, 9)])
+    mux = _measurement(
+        "bulk/muxstream", "MiB/s", [{"bytes": gib, "seconds": s} for s in (1.0, 1.05, 1.1)]
+    )
+    by_key = {m.key: m for m in (trio, mux)}
+    target = run.Target("bulk >= 0.9x raw trio", "bulk/muxstream", "ratio", 0.9, "bulk/trio")
+    verdict = run.evaluate(target, by_key)
+    # median trio = 512 MiB/s, median muxstream = 1024/1.05 MiB/s: ratio ~1.9
+    assert verdict["status"] == "PASS"
+    assert abs(verdict["value"] - 2 / 1.05) < 1e-9
+    mux.runs = [{"bytes": gib, "seconds": 4.0}]
+    assert run.evaluate(target, by_key)["status"] == "MISS"
+    mux.runs = []
+    assert run.evaluate(target, by_key)["status"] == "no data"
+    assert run.evaluate(target, {"bulk/trio": trio})["status"] == "not run"
+
+
+def test_render_shows_values_ratios_and_reasons() -> None:
+    trio = _measurement("bulk/trio", "MiB/s", [{"bytes": 2**30, "seconds": 1.0}], "bulk/trio")
+    mux = _measurement("bulk/muxstream", "MiB/s", [], "bulk/trio")
+    mux.needs = "muxstream has no open_session yet"
+    text = run.render([trio, mux], [], ["# header"])
+    assert "1,024 MiB/s" in text
+    assert "1.00x bulk/trio" in text
+    assert "not run: muxstream has no open_session yet" in text
