@@ -31,6 +31,11 @@ HeadersLike = Mapping[str, "str | Sequence[str]"] | Iterable[tuple[str, str]]
 
 _U32 = struct.Struct(">I")
 
+#: Connection-specific HTTP headers SPDY/3 forbids in any header block (3.2.1);
+#: Go's framer fails the frame, and spdystream then the whole session.
+HOP_BY_HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
+                                "transfer-encoding"})
+
 
 class Headers(Mapping[str, str]):
     """Header block contents: lower-case names, each with one or more values.
@@ -97,6 +102,11 @@ def encode_header_block(headers: Headers) -> bytes:
             raise LocalProtocolError("header names must not be empty")
         if b"\x00" in name_b:
             raise LocalProtocolError(f"header name {name!r} contains NUL")
+        if name in HOP_BY_HOP_HEADERS:
+            raise LocalProtocolError(
+                f"header {name!r} is connection-specific: SPDY forbids it and "
+                "spdystream ends the session on it (SPDY/3 3.2.1)"
+            )
         for v in values:
             if "\x00" in v:
                 raise LocalProtocolError(f"header {name!r} has a value containing NUL")

@@ -793,3 +793,15 @@ def test_out_of_range_associated_stream_ids_are_refused_when_queued(assoc: int) 
     client, _ = connected_pair()
     assert_unchanged_after(client, lambda: client.open_stream(associated_stream_id=assoc))
     assert client.open_stream(associated_stream_id=0) == 1
+
+
+@pytest.mark.parametrize("name", ["Connection", "keep-alive", "proxy-connection",
+                                  "Transfer-Encoding"])
+def test_connection_specific_headers_are_refused_locally(name: str) -> None:
+    # spdystream ends the whole session on these (seen in tests/interop); refuse to send.
+    from muxstream.protocol import Connection, LocalProtocolError, Role
+
+    conn = Connection(Role.CLIENT)
+    with pytest.raises(LocalProtocolError, match="connection-specific"):
+        conn.open_stream({name: "x"})
+    assert conn.open_streams == 0
