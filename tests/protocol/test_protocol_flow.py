@@ -508,23 +508,3 @@ def test_urgent_frames_never_split_a_data_frame_from_its_payload() -> None:
     rest = s.receive_data(c.data_to_send())
     total += sum(len(e.data) for e in rest if isinstance(e, DataReceived))
     assert total == 1 << 20
-
-
-@pytest.mark.parametrize("max_bytes", [1, 8, 9, 1007])
-def test_urgent_frames_never_split_a_data_frame(max_bytes: int) -> None:
-    # A batch limit may fall right after a DATA header; the urgent frames of the
-    # next batch must still not land between that header and its payload.
-    conn, peer, sid = stalled_sender()
-    conn.send_data(sid, b"e" * 500)
-    wire = b"".join(bytes(b) for b in conn.buffers_to_send(max_bytes))
-    conn.ping()
-    peer.send(conn, WindowUpdateFrame(0, 1), DataFrame(3, b"u" * 300 * KiB))
-    conn.acknowledge_received_data(3, 300 * KiB)
-    wire += conn.data_to_send()
-    frames = peer.read_bytes(wire)
-    assert [f for f in frames if isinstance(f, DataFrame)] == [
-        DataFrame(sid, b"d" * 1000),
-        DataFrame(sid, b"e" * 500),
-    ]
-    assert PingFrame(2) in frames
-    assert WindowUpdateFrame(3, 300 * KiB) in frames
