@@ -37,6 +37,7 @@ from ._channels import (
     StreamType,
     encode_close,
 )
+from ._collapse import collapse_groups
 from ._exec_ws import ChannelSendStream, demux_messages
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
@@ -269,6 +270,7 @@ class RemoteProcess:
         self._error_document: bytes | None = None
         self._error_done = trio.Event()
         self._error_failure: BaseException | None = None
+        self._connection_failure: BaseException | None = None
 
     async def resize(self, width: int, height: int) -> None:
         """Tell the remote terminal its new size (only with ``tty=True``)."""
@@ -284,6 +286,8 @@ class RemoteProcess:
         ``trio.BrokenResourceError`` if the connection broke first.
         """
         await self._error_done.wait()
+        if not self._error_document and self._connection_failure is not None:
+            self._error_failure = self._connection_failure
         if self._error_failure is not None:
             raise trio.BrokenResourceError("connection lost before the exit status") from (
                 self._error_failure
@@ -375,8 +379,38 @@ async def open_remote_process(
     """Start ``command`` in ``pod`` (or attach to it) and yield a :class:`RemoteProcess`.
 
     Leaving the block closes the connection; if the command is still running
-    the endpoint kills it. Raises :class:`RemoteError` if the endpoint refuses.
+    the endpoint kills it. Raises :class:`RemoteError` if the endpoint refuses,
+    ``trio.BrokenResourceError`` if the connection breaks. Exceptions come out
+    as themselves, not wrapped in an ExceptionGroup.
     """
+    with collapse_groups():
+        async with _open_remote_process(
+            endpoint,
+            pod,
+            command,
+            container=container,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            tty=tty,
+            attach=attach,
+        ) as process:
+            yield process
+
+
+@asynccontextmanager
+async def _open_remote_process(
+    endpoint: RemoteEndpoint,
+    pod: str,
+    command: Sequence[str] = (),
+    *,
+    container: str | None = None,
+    stdin: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    tty: bool = False,
+    attach: bool = False,
+) -> AsyncIterator[RemoteProcess]:
     if not attach and not command:
         raise ValueError("command must not be empty")
     target = exec_target(
@@ -427,7 +461,13 @@ async def open_remote_process(
         process._resize = ChannelSendStream(websocket, Channel.RESIZE, lock)
     async with websocket:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(demux_messages, websocket, process.version, outputs)
+
+            async def demux() -> None:
+                process._connection_failure = await demux_messages(
+                    websocket, process.version, outputs
+                )
+
+            nursery.start_soon(demux)
             nursery.start_soon(process._read_error, error_receive)
             try:
                 yield process
@@ -453,6 +493,30 @@ async def run_remote(
     is discarded, not echoed). With ``check`` a non-zero exit raises
     ``subprocess.CalledProcessError``, as ``trio.run_process`` does.
     """
+    with collapse_groups():
+        return await _run_remote(
+            endpoint,
+            pod,
+            command,
+            stdin=stdin,
+            container=container,
+            capture_stdout=capture_stdout,
+            capture_stderr=capture_stderr,
+            check=check,
+        )
+
+
+async def _run_remote(
+    endpoint: RemoteEndpoint,
+    pod: str,
+    command: Sequence[str],
+    *,
+    stdin: bytes | None,
+    container: str | None,
+    capture_stdout: bool,
+    capture_stderr: bool,
+    check: bool,
+) -> subprocess.CompletedProcess[bytes]:
     async with open_remote_process(
         endpoint,
         pod,

@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from ._client import RemoteEndpoint, open_remote_process
+from ._collapse import collapse_groups
 
 #: ``progress(done_bytes, total_bytes_or_None)``, called as data moves.
 ProgressCallback = Callable[[int, int | None], None]
@@ -93,6 +94,21 @@ async def copy_to_remote(
     Returns the number of payload bytes (file contents) sent. Raises
     :class:`CopyError` if the remote tar fails.
     """
+    with collapse_groups():
+        return await _copy_to_remote(
+            endpoint, pod, local_path, remote_path, container=container, progress=progress
+        )
+
+
+async def _copy_to_remote(
+    endpoint: RemoteEndpoint,
+    pod: str,
+    local_path: str | os.PathLike[str],
+    remote_path: str,
+    *,
+    container: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> int:
     source = Path(local_path)
     total = _tree_size(source)
     remote_dir = posixpath.dirname(remote_path.rstrip("/")) or "."
@@ -122,15 +138,31 @@ async def copy_to_remote(
 
             nursery.start_soon(drain, process.stdout, False)
             nursery.start_soon(drain, process.stderr, True)
-            nursery.start_soon(trio.to_thread.run_sync, produce)
+
+            async def run_producer() -> None:
+                # If the sender below stopped (the connection broke), the
+                # producer's next write fails instead of blocking forever.
+                with contextlib.suppress(*_GONE):
+                    await trio.to_thread.run_sync(produce)
+
+            nursery.start_soon(run_producer)
             sent = 0
-            with contextlib.suppress(*_GONE):
-                async for chunk in receive_channel:
-                    await process.stdin.send_all(chunk)
-                    sent += len(chunk)
-                    if progress is not None:
-                        progress(min(sent, total), total)
-            await process.stdin.aclose()
+            failure: BaseException | None = None
+            async with receive_channel:
+                try:
+                    async for chunk in receive_channel:
+                        await process.stdin.send_all(chunk)
+                        sent += len(chunk)
+                        if progress is not None:
+                            progress(min(sent, total), total)
+                except _GONE as exc:
+                    failure = exc
+            if failure is None:
+                await process.stdin.aclose()
+            else:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise trio.BrokenResourceError("connection lost during the copy") from failure
         returncode = await process.wait()
     if returncode != 0:
         raise CopyError(returncode, bytes(stderr))
@@ -155,6 +187,21 @@ async def copy_from_remote(
     :class:`CopyError` if the remote tar fails, ``tarfile.TarError`` (e.g.
     ``FilterError``) for an unsafe or corrupt archive.
     """
+    with collapse_groups():
+        return await _copy_from_remote(
+            endpoint, pod, remote_path, local_path, container=container, progress=progress
+        )
+
+
+async def _copy_from_remote(
+    endpoint: RemoteEndpoint,
+    pod: str,
+    remote_path: str,
+    local_path: str | os.PathLike[str],
+    *,
+    container: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> int:
     destination = Path(local_path)
     remote_dir = posixpath.dirname(remote_path.rstrip("/")) or "."
     remote_name = posixpath.basename(remote_path.rstrip("/"))

@@ -66,18 +66,22 @@ async def demux_messages(
     websocket: WebSocketStream,
     version: int,
     sinks: dict[int, PipeSendStream],
-) -> None:
+) -> BaseException | None:
     """Route incoming channel messages into ``sinks`` until the peer closes.
 
     A v5 close signal closes that channel's sink; at the end every sink is
-    closed (EOF for its reader). Messages for channels without a sink are dropped.
+    closed (EOF for its reader). Messages for channels without a sink are
+    dropped. Returns None after a normal close, or the error that broke the
+    connection (so callers can tell a clean end from a lost connection).
     """
     try:
         while True:
             try:
                 message = await websocket.receive_message()
-            except (trio.EndOfChannel, *_GONE):
-                break
+            except trio.EndOfChannel:
+                return None
+            except _GONE as exc:
+                return exc
             try:
                 decoded = decode_message(message, version=version)
             except ValueError:

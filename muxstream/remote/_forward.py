@@ -28,6 +28,7 @@ from ._channels import (
     StreamType,
 )
 from ._client import RemoteEndpoint, RemoteError, close_as_eof, upgrade
+from ._collapse import collapse_groups
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -161,7 +162,16 @@ class PortForwarder:
 
 @asynccontextmanager
 async def open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterator[PortForwarder]:
-    """Connect to ``pod``'s port-forward endpoint (WebSocket tunnel first, then SPDY)."""
+    """Connect to ``pod``'s port-forward endpoint (WebSocket tunnel first, then SPDY).
+
+    Exceptions come out as themselves, not wrapped in an ExceptionGroup."""
+    with collapse_groups():
+        async with _open_port_forward(endpoint, pod) as forwarder:
+            yield forwarder
+
+
+@asynccontextmanager
+async def _open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterator[PortForwarder]:
     kind, _protocol, stream = await upgrade(
         endpoint,
         endpoint.path(pod, "portforward"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,4 +37,52 @@ async def remote_server(
             token=TOKEN,
             transport=transport,  # type: ignore[arg-type]
         )
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def cutting_proxy(
+    upstream_port: int, limit: int, *, downstream: bool
+) -> AsyncIterator[tuple[int, trio.Event]]:
+    """A TCP proxy that forwards ``limit`` bytes one way (server->client with
+    ``downstream``), then resets both connections (SO_LINGER 0): a peer that
+    dies mid-transfer. Yields (port, cut event)."""
+    import socket
+    import struct
+
+    cut = trio.Event()
+
+    def abort(*streams: trio.SocketStream) -> None:
+        cut.set()
+        for stream in streams:
+            with contextlib.suppress(OSError):
+                stream.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                stream.socket.close()
+
+    async def pump(src: trio.SocketStream, dst: trio.SocketStream, counted: bool) -> None:
+        forwarded = 0
+        try:
+            while data := await src.receive_some(65536):
+                if counted and forwarded + len(data) > limit:
+                    abort(src, dst)
+                    return
+                await dst.send_all(data)
+                forwarded += len(data)
+            await dst.send_eof()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            abort(src, dst)
+
+    async def handle(client: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream("127.0.0.1", upstream_port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, upstream, not downstream)
+            nursery.start_soon(pump, upstream, client, downstream)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        )
+        yield listeners[0].socket.getsockname()[1], cut
         nursery.cancel_scope.cancel()
