@@ -239,3 +239,30 @@ async def test_session_stream_passes_trio_half_closeable_checks(make_link) -> No
 
             await trio.testing.check_half_closeable_stream(maker, clogged_maker)
             nursery.cancel_scope.cancel()
+
+
+async def test_garbage_after_101_reaches_the_session_and_fails_typed() -> None:
+    from muxstream.protocol import RemoteProtocolError
+    from muxstream.transport import wrap_upgrade_client
+
+    client_side, server_side = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        await server_side.receive_some()
+        await server_side.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+            b"\x80\x07\x00\x01\x00\x00\x00\x04junk"  # a control frame of SPDY version 7
+        )
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server)
+            stream, _ = await wrap_upgrade_client(client_side, "/", host="x")
+        with pytest.raises(BaseException) as info:  # the session's nursery may group it
+            async with muxstream.open_session(stream, role=CLIENT) as session:
+                await session.ping()
+    error = info.value
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, trio.BrokenResourceError)
+    assert isinstance(error.__cause__, RemoteProtocolError)
