@@ -52,6 +52,28 @@ def muxstream(
     )
 
 
+def muxstream_many(
+    runs: list[list[str]], *, env: dict[str, str] | None = None, timeout: float = TIMEOUT
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run several ``python -m muxstream`` invocations at once (saves start-up time)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "muxstream", *argv], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env if env is not None else cli_env(),
+        )
+        for argv in runs
+    ]
+    results = []
+    for argv, process in zip(runs, processes, strict=True):
+        try:
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            process.kill()
+        results.append(subprocess.CompletedProcess(argv, process.returncode, out, err))
+    return results
+
+
 def start_server(*args: str, env: dict[str, str] | None = None) -> Served:
     """Start ``muxstream serve --address 127.0.0.1:0 ARGS``; wait for its banner."""
     process = subprocess.Popen(

@@ -35,6 +35,12 @@ def read_until(fd: int, pattern: bytes, seen: bytearray, deadline: float) -> boo
     return bool(re.search(pattern, seen))
 
 
+def wait_for_size(fd: int, size: bytes, seen: bytearray, deadline: float) -> None:
+    while not read_until(fd, size, seen, min(deadline, time.monotonic() + 1)):
+        assert time.monotonic() < deadline, seen
+        os.write(fd, b"\r")  # ask the remote shell for its size again
+
+
 def test_exec_tty_follows_the_window_size_and_passes_the_exit_code(server: Served) -> None:
     master, slave = os.openpty()
     set_size(master, 31, 101)
@@ -52,11 +58,12 @@ def test_exec_tty_follows_the_window_size_and_passes_the_exit_code(server: Serve
     seen = bytearray()
     deadline = time.monotonic() + TIMEOUT
     try:
-        assert read_until(master, rb"31 101", seen, deadline), seen
+        # The initial size travels right after the streams open and may reach the
+        # remote terminal after the shell's first `stty size` (kubectl has the same
+        # race): press Enter until the shell reports it.
+        wait_for_size(master, b"31 101", seen, deadline)
         set_size(master, 42, 123)  # the kernel sends SIGWINCH to the client
-        while not read_until(master, rb"42 123", seen, min(deadline, time.monotonic() + 1)):
-            assert time.monotonic() < deadline, seen
-            os.write(master, b"\r")  # ask the remote shell for its size again
+        wait_for_size(master, b"42 123", seen, deadline)
         os.write(master, b"\x04")  # ^D: the raw local terminal passes it on -> EOF remotely
         assert process.wait(timeout=TIMEOUT) == 5
         # Our terminal is back in cooked mode (echo on) after the command.

@@ -1,0 +1,126 @@
+"""The CLI's pure helpers: parsing, progress display, error descriptions."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+import trio
+
+from muxstream import ConnectionLost, SessionClosed, StreamResetError
+from muxstream._cli._common import (
+    Address,
+    BadToken,
+    Progress,
+    describe,
+    parse_address,
+    parse_size,
+    percentile,
+    root_error,
+)
+from muxstream._cli._remote import parse_port_mapping, split_remote
+from muxstream.protocol import RstStatus
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:7000", Address("127.0.0.1", 7000)),
+        ("example.org", Address("example.org", 7000)),
+        (":8000", Address("127.0.0.1", 8000)),
+        ("8001", Address("127.0.0.1", 8001)),
+        ("[::1]:9000", Address("::1", 9000)),
+    ],
+)
+def test_parse_address(text: str, expected: Address) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:http", "host:70000", "[::1]:x"])
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_address(text)
+
+
+def test_parse_size() -> None:
+    assert parse_size("256M") == 256 << 20
+    assert parse_size("1G") == 1 << 30
+    assert parse_size("64KiB") == 64 << 10
+    assert parse_size("1000") == 1000
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("lots")
+
+
+def test_port_mappings_and_remote_paths() -> None:
+    assert parse_port_mapping("8080:80") == (8080, 80)
+    assert parse_port_mapping("80") == (80, 80)
+    assert parse_port_mapping(":80") == (0, 80)
+    assert split_remote("demo:/tmp/x", "demo") == ("demo", "/tmp/x")
+    assert split_remote(":/tmp/x", "pod1") == ("pod1", "/tmp/x")
+    assert split_remote("./a:b", "demo") is None
+    assert split_remote("/abs/path", "demo") is None
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([], 50) == 0.0
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_lines_mode_prints_each_tenth_once() -> None:
+    out = io.StringIO()
+    progress = Progress("copy", 1000, mode="lines", stream=out)
+    for done in range(0, 1001, 50):
+        progress.update(done)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{p}%" for p in range(10, 101, 10)]
+
+
+def test_progress_quiet_mode_prints_nothing() -> None:
+    out = io.StringIO()
+    progress = Progress("copy", 1000, mode="quiet", stream=out)
+    progress.update(1000)
+    progress.finish()
+    assert out.getvalue() == ""
+
+
+def test_progress_on_a_terminal_draws_bar_rate_and_eta() -> None:
+    out = FakeTerminal()
+    progress = Progress("cp", 4 << 20, mode="quiet", stream=out)
+    progress.update(1 << 20)
+    progress.update(4 << 20)
+    progress.finish()
+    text = out.getvalue()
+    assert text.startswith("\rcp [")
+    assert "100.0%" in text and "MiB/s" in text and "ETA 0:00:00" in text
+    assert text.endswith("\n")
+
+
+def test_describe_maps_expected_failures_to_one_line() -> None:
+    reset = trio.BrokenResourceError("x")
+    reset.__cause__ = StreamResetError(RstStatus.CANCEL)
+    lost = trio.BrokenResourceError("x")
+    lost.__cause__ = ConnectionLost("transport failed while reading: reset")
+    closed = trio.BrokenResourceError("x")
+    closed.__cause__ = SessionClosed("peer closed the connection (EOF)")
+    assert describe(BadToken("bad token: nope")) == "bad token: nope"
+    assert describe(ConnectionRefusedError(111, "refused")).startswith("connection refused")
+    assert describe(trio.TooSlowError()) == "timed out"
+    assert describe(lost) == "connection lost: transport failed while reading: reset"
+    assert describe(closed) is not None and "peer closed the session" in describe(closed)
+    assert describe(reset) is not None and "CANCEL" in describe(reset)
+    assert describe(KeyError("bug")) is None  # a bug is not an expected failure
+
+
+def test_root_error_unwraps_exception_groups() -> None:
+    inner = ConnectionRefusedError(111, "refused")
+    group = BaseExceptionGroup("outer", [ExceptionGroup("inner", [inner])])
+    assert root_error(group) is inner
