@@ -674,9 +674,18 @@ class Connection:
             exc.events = events
             if exc.fatal:
                 self._terminate(exc)
-            elif exc.stream_id is not None and exc.stream_id not in self._reset_by_us_set:
+                raise
+            if exc.stream_id is not None and exc.stream_id not in self._reset_by_us_set:
                 # decoder-level stream errors (oversized DATA) still need their RST
                 self._stream_error_quiet(exc.stream_id, exc.rst_status or RstStatus.PROTOCOL_ERROR)
+            if self._queued_answers > self.max_queued_answers:
+                # Each stream error queues an RST: a flood of them is a flood too.
+                flood = RemoteProtocolError.session(
+                    f"peer flooded {self._queued_answers} frames that need an answer "
+                    "without reading the answers")
+                flood.events = events
+                self._terminate(flood)
+                raise flood from exc
             raise
 
     def _stream_error_quiet(self, stream_id: int, status: RstStatus) -> None:

@@ -795,8 +795,9 @@ def test_out_of_range_associated_stream_ids_are_refused_when_queued(assoc: int) 
     assert client.open_stream(associated_stream_id=0) == 1
 
 
-@pytest.mark.parametrize("name", ["Connection", "keep-alive", "proxy-connection",
-                                  "Transfer-Encoding"])
+@pytest.mark.parametrize(
+    "name", ["Connection", "keep-alive", "proxy-connection", "Transfer-Encoding"]
+)
 def test_connection_specific_headers_are_refused_locally(name: str) -> None:
     # spdystream ends the whole session on these (seen in tests/interop); refuse to send.
     from muxstream.protocol import Connection, LocalProtocolError, Role
@@ -805,3 +806,37 @@ def test_connection_specific_headers_are_refused_locally(name: str) -> None:
     with pytest.raises(LocalProtocolError, match="connection-specific"):
         conn.open_stream({name: "x"})
     assert conn.open_streams == 0
+
+
+# --- answers a peer can make us queue ------------------------------------------------------------
+
+
+def test_ping_echoes_queued_beyond_the_limit_are_a_session_error() -> None:
+    conn, peer = server_with_raw_client(max_queued_answers=10)
+    flood = peer.bytes_of(*(PingFrame(2 * i + 1) for i in range(11)))
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.receive_data(flood)
+    assert info.value.fatal
+    assert len(info.value.events) == 11
+    assert peer.read(conn)[-1] == GoAwayFrame(0, GoAwayStatus.PROTOCOL_ERROR)
+
+
+def test_handing_out_the_answers_resets_the_count() -> None:
+    conn, peer = server_with_raw_client(max_queued_answers=10)
+    for round_ in range(5):
+        pings = [PingFrame(2 * (10 * round_ + i) + 1) for i in range(10)]
+        assert len(peer.send(conn, *pings)) == 10
+        assert conn.queued_answers == 10
+        assert peer.read(conn) == pings
+        assert conn.queued_answers == 0
+
+
+def test_resets_answering_the_peer_count_as_answers() -> None:
+    conn, peer = server_with_raw_client(max_queued_answers=3)
+    for sid in (1, 3, 5):
+        with pytest.raises(RemoteProtocolError):
+            peer.send(conn, DataFrame(sid, b"?"))
+    assert conn.queued_answers == 3
+    with pytest.raises(RemoteProtocolError) as info:
+        peer.send(conn, DataFrame(7, b"?"))
+    assert info.value.fatal
