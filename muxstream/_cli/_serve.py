@@ -61,12 +61,19 @@ class Server:
         self.stopping = False
 
     async def run_session(self, transport: trio.abc.Stream, token: str | None) -> None:
-        async with open_session(transport, role=SERVER, close_timeout=self.close_timeout) as s:
-            self.sessions.add(s)
-            try:
-                await serve_session(s, token)
-            finally:
-                self.sessions.discard(s)
+        """Serve one session until the peer leaves; a broken peer is logged, not raised."""
+        try:
+            async with open_session(
+                transport, role=SERVER, close_timeout=self.close_timeout
+            ) as session:
+                self.sessions.add(session)
+                try:
+                    await serve_session(session, token)
+                finally:
+                    self.sessions.discard(session)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            for exc in group.exceptions:
+                logger.info("session ended: %s (%r)", exc, exc.__cause__)
 
     async def handle_tcp(self, tcp: trio.SocketStream) -> None:
         """Serve one connection; its failures are logged and end only that connection."""
@@ -95,10 +102,7 @@ class Server:
                 return
         replayed = wrap_prefixed(transport, bytes(first))
         if first[0] == _SPDY_CONTROL_BYTE:
-            try:
-                await self.run_session(replayed, self.token)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                logger.debug("session ended: %r", exc)
+            await self.run_session(replayed, self.token)
         else:
             await handle_http_connection(replayed, self.app)
 

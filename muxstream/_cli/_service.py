@@ -165,6 +165,8 @@ def _auth_headers(service: str, token: str | None) -> dict[str, str]:
 
 async def _read_json(stream: Stream) -> dict[str, Any]:
     body = await stream.receive_all()
+    if not body:
+        raise CliError("the server ended the stream without an answer (is it shutting down?)")
     try:
         document: dict[str, Any] = json.loads(body)
     except ValueError:
