@@ -454,6 +454,10 @@ class Connection:
         st = self._local_stream(stream_id, "send headers")
         if st.we_sent_fin:
             raise LocalProtocolError(f"stream {stream_id}: we already sent FIN")
+        if not st.local and not st.replied:
+            # HEADERS (ordered) could reach the wire before the SYN_REPLY; spdystream
+            # drops HEADERS on a stream that has not been replied.
+            raise LocalProtocolError(f"stream {stream_id}: send_reply before headers")
         hdrs = headers if isinstance(headers, Headers) else Headers(headers)
         encode_header_block(hdrs)  # validate
         self._queue_ordered(HeadersFrame(stream_id, hdrs, Flag.FIN if end_stream else Flag.NONE),

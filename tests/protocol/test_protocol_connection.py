@@ -840,3 +840,14 @@ def test_resets_answering_the_peer_count_as_answers() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         peer.send(conn, DataFrame(7, b"?"))
     assert info.value.fatal
+
+
+def test_headers_on_a_peer_stream_need_a_reply_first() -> None:
+    # (HEADERS used to be accepted before send_reply)
+    client, server = connected_pair()
+    sid = client.open_stream()
+    deliver(client, server)
+    assert_unchanged_after(server, lambda: server.send_headers(sid, {"a": "b"}))
+    server.send_reply(sid)
+    server.send_headers(sid, {"a": "b"})
+    assert deliver(server, client)[-1] == HeadersReceived(sid, Headers({"a": "b"}))
