@@ -61,8 +61,8 @@ def test_serve_without_a_token_generates_one() -> None:
 
 def test_tls_serves_sessions_and_exec(tmp_path) -> None:  # type: ignore[no-untyped-def]
     trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)  # fast to generate
+    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     pem = str(tmp_path / "server.pem")
