@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -144,8 +145,11 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
         sys.executable, "-m", "muxstream", "serve", "--address", "127.0.0.1:0",
         "--token", token, "--close-timeout", str(close_timeout),
     ]
+    # The server's own messages (its shutdown line, warnings) go to a file that is
+    # shown only if something goes wrong: the demo's output stays readable.
+    log = tempfile.TemporaryFile()
     process = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log
     )
     try:
         assert process.stdout is not None
@@ -162,11 +166,16 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
             code = await process.wait()
         if code != 0:
             raise CliError(f"the demo server exited with status {code}")
+    except BaseException:
+        log.seek(0)
+        sys.stderr.write(log.read().decode(errors="replace"))
+        raise
     finally:
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
                 await process.wait()
+        log.close()
 
 
 def _client_args(address: Address, token: str) -> argparse.Namespace:
