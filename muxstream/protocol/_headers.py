@@ -58,7 +58,8 @@ class Headers(Mapping[str, str]):
             pairs = source
         for name, value in pairs:
             values = [value] if isinstance(value, str) else list(value)
-            self._items.setdefault(name.lower(), []).extend(values)
+            if values:  # a name with no values is absent (headers[name] must not fail)
+                self._items.setdefault(name.lower(), []).extend(values)
 
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()][0]

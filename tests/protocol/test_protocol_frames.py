@@ -489,3 +489,12 @@ def test_decodes_header_blocks_written_by_go_spdystream() -> None:
         SynStreamFrame(3, Headers({"streamtype": "stdout"}), Flag.FIN),
         SynReplyFrame(1, Headers()),
     ]
+
+
+def test_a_name_with_no_values_is_absent() -> None:
+    # (it used to be present, with headers[name] raising IndexError, and to travel
+    # as an empty value)
+    headers = Headers({"a": [], "b": "1"})
+    assert "a" not in headers
+    assert dict(headers) == {"b": "1"}
+    assert headers == Headers({"b": "1"})
