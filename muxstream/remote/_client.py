@@ -38,7 +38,7 @@ from ._channels import (
     encode_close,
 )
 from ._collapse import collapse_groups
-from ._exec_ws import ChannelSendStream, demux_messages
+from ._exec_ws import PING_INTERVAL, PING_TIMEOUT, ChannelSendStream, demux_messages
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
 
@@ -468,6 +468,7 @@ async def _open_remote_process(
                 )
 
             nursery.start_soon(demux)
+            nursery.start_soon(websocket.run_keepalive, PING_INTERVAL, PING_TIMEOUT)
             nursery.start_soon(process._read_error, error_receive)
             try:
                 yield process

@@ -32,6 +32,12 @@ logger = logging.getLogger("muxstream.remote")
 #: websocket: 32 MiB, muxstream.transport: 4 MiB).
 MAX_CHANNEL_MESSAGE = 256 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+#: WebSocket keepalive: client-go pings every 5 s and gives up after 61 s without
+#: a pong (tools/remotecommand/websocket.go). We use the same numbers on both
+#: ends; a ping is also what makes a silently vanished peer show up as an error
+#: (an idle socket never learns that its peer is gone).
+PING_INTERVAL = 5.0
+PING_TIMEOUT = 61.0
 
 
 class ChannelSendStream(trio.abc.SendStream):
@@ -127,6 +133,7 @@ async def serve_exec_websocket(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_client)
+        nursery.start_soon(websocket.run_keepalive, PING_INTERVAL, PING_TIMEOUT)
         try:
             status = await run_request(
                 backend,
