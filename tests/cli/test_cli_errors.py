@@ -91,16 +91,7 @@ def test_peer_gone_mid_bulk_transfer(server: Served) -> None:
     assert_one_line_error(result, "bench", "connection lost")
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        "spdy",
-        pytest.param("websocket", marks=pytest.mark.xfail(
-            reason="muxstream.remote over WebSocket: stdout does not end when the connection "
-            "drops, so copy_from_remote's tar thread waits forever (reported)",
-        )),
-    ],
-)
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
 def test_peer_gone_mid_cp_download(  # type: ignore[no-untyped-def]
     server: Served, tmp_path, transport: str
 ) -> None:
@@ -111,7 +102,7 @@ def test_peer_gone_mid_cp_download(  # type: ignore[no-untyped-def]
         result = muxstream(
             "cp", f":{remote}", str(tmp_path / "copy.bin"), "-a", f"127.0.0.1:{proxy.port}",
             "--transport", transport, env=client_env(server),
-            timeout=8 if transport == "websocket" else 60,
+            timeout=60,
         )
     finally:
         proxy.close()
