@@ -87,6 +87,7 @@ async def kube_endpoint(
     *,
     attach_commands: Mapping[str, Sequence[str]] | None = None,
     client_certs: bool = False,
+    attach_tty: bool = False,
     **config: object,
 ) -> AsyncIterator[Endpoint]:
     """A TLS endpoint serving pod ``demo`` (container ``main``) from local processes,
@@ -109,7 +110,9 @@ async def kube_endpoint(
         )
         config = {"token": None, "client_certs": True, **config}
     attach = attach_commands or {"main": ["sh", "-c", ATTACH_SCRIPT]}
-    async with LocalBackend(attach_commands=attach, cwd=str(tmp_path)) as backend:
+    async with LocalBackend(
+        attach_commands=attach, cwd=str(tmp_path), attach_tty=attach_tty
+    ) as backend:
         options: dict[str, object] = {
             "token": TOKEN,
             "backend": backend,

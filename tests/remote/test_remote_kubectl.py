@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from muxstream.remote import RemoteEndpoint, run_remote
+from muxstream.remote import KubeApi, RemoteEndpoint, run_remote
 from muxstream.transport import TransportError
 
 from ._kube_helpers import KUBECTL, kube_endpoint
@@ -266,3 +266,48 @@ async def test_kubectl_with_a_client_certificate(tmp_path: Path, transport: str)
         with pytest.raises((trio.BrokenResourceError, ssl.SSLError, OSError, TransportError)):
             await run_remote(anonymous, "demo", ["touch", str(tmp_path / "ran")])
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_attach_with_a_terminal(tmp_path: Path, transport: str) -> None:
+    """kubectl attach -it to a shell running on a pty in the "container"."""
+    master, slave = os.openpty()
+    _set_winsize(slave, 30, 90)
+    async with kube_endpoint(
+        tmp_path,
+        attach_commands={"main": ["sh"]},
+        attach_tty=True,
+        api=KubeApi({"demo": ["main"]}, tty_containers=["main"]),
+    ) as endpoint:
+        assert KUBECTL is not None
+        process = await trio.lowlevel.open_process(
+            [
+                KUBECTL,
+                f"--kubeconfig={endpoint.kubeconfig}",
+                f"--cache-dir={endpoint.cache_dir}",
+                "attach",
+                "-it",
+                "demo",
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=endpoint.env(transport),
+        )
+        os.close(slave)
+        terminal = trio.lowlevel.FdStream(master)
+        seen = b""
+        try:
+            with trio.fail_after(60):
+                while b"attached-30 90" not in seen:
+                    await terminal.send_all(b'echo "attached-$(stty size)"\r')
+                    with trio.move_on_after(0.5):
+                        while b"attached-30 90" not in seen:
+                            seen += await terminal.receive_some()
+                await terminal.send_all(b"exit 0\r")
+                returncode = await process.wait()
+        finally:
+            process.kill()
+            with contextlib.suppress(OSError):
+                await terminal.aclose()
+    assert returncode == 0
