@@ -200,6 +200,8 @@ class Session(trio.abc.Listener[Stream]):
         self._buffered_total = 0
         self._task_scope = trio.CancelScope()
         self._writer_done = trio.Event()
+        #: everything queued is written (and FIN sent, where the transport can)
+        self._flushed = trio.Event()
         self._reader_done = trio.Event()
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -289,7 +291,7 @@ class Session(trio.abc.Listener[Stream]):
         self._draining = True
         self._want_eof = True
         self._wake_all()
-        await self._writer_done.wait()
+        await self._flushed.wait()
         await self._reader_done.wait()
 
     async def _hard_close(self, reason: BaseException) -> None:
@@ -329,7 +331,7 @@ class Session(trio.abc.Listener[Stream]):
     async def _teardown_after_error(self) -> None:
         # Give the writer a moment to put the GOAWAY that explains the error on the wire.
         with trio.move_on_after(min(1.0, self.options.close_timeout)):
-            await self._writer_done.wait()
+            await self._flushed.wait()
         with trio.CancelScope(shield=True):
             await self._hard_close(self._error or ConnectionLost("session failed"))
 
@@ -883,9 +885,12 @@ class Session(trio.abc.Listener[Stream]):
                         self._wake_space_waiters()
                     await send(bufs)
                     continue
-                if self._want_eof:
-                    await self._send_transport_eof()
-                    return
+                if self._want_eof and not self._flushed.is_set():
+                    if await self._send_transport_eof():
+                        return  # after our FIN nothing more can be written
+                    # No half-close (TLS): everything is written, but keep answering
+                    # the peer's PINGs while the reader drains, until the hard close.
+                    self._flushed.set()
                 await self._writer_lot.park()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed.is_set():
@@ -893,14 +898,16 @@ class Session(trio.abc.Listener[Stream]):
         except Exception as exc:  # a bug: still never raise into user code
             self._fail(exc)
         finally:
+            self._flushed.set()
             self._writer_done.set()
 
-    async def _send_transport_eof(self) -> None:
+    async def _send_transport_eof(self) -> bool:
+        """Half-close the transport if it can; False if it cannot (TLS)."""
         transport = self.transport
-        if isinstance(transport, trio.abc.HalfCloseableStream):
+        if isinstance(transport, trio.abc.HalfCloseableStream) or hasattr(transport, "send_eof"):
             await transport.send_eof()
-        elif hasattr(transport, "send_eof"):
-            await transport.send_eof()
+            return True
+        return False
 
     def _wake_space_waiters(self) -> None:
         waiters = self._space_waiters

@@ -141,24 +141,10 @@ async def test_session_echoes_several_streams(make_link) -> None:  # type: ignor
             assert await client.ping() >= 0
 
 
-# Over TLS the session cannot half-close (trio.SSLStream has no send_eof), and
-# once its writer has flushed, the closing session no longer answers PINGs; the
-# consumer's ping then times out instead of failing fast as it does after a TCP
-# FIN. Reported to the session owner; strict, so a fix shows up as XPASS.
-TLS_PING_DURING_CLOSE = pytest.mark.xfail(
-    strict=True,
-    reason="session: no PING answers while draining a non-half-closeable transport (TLS)",
-)
-
-
-@pytest.mark.parametrize(
-    "make_link",
-    [
-        pytest.param(kind, marks=TLS_PING_DURING_CLOSE) if kind in ("tls", "upgrade-tls") else kind
-        for kind in KINDS
-    ],
-    indirect=True,
-)
+# Over TLS the session cannot half-close (trio.SSLStream has no send_eof): once
+# everything is written, the closing session's writer keeps answering PINGs while
+# its reader drains, so the consumer's pings keep working until the close.
+@pytest.mark.parametrize("make_link", KINDS, indirect=True)
 async def test_session_close_right_after_bulk_send_loses_nothing(make_link) -> None:  # type: ignore[no-untyped-def]
     # The producer leaves the session block as soon as its last send_all returns;
     # the consumer reads slowly and pings as it goes. Every byte must arrive.
