@@ -40,14 +40,20 @@ async def _copy_stdin(source: trio.abc.ReceiveStream, handle: ProcessHandle) -> 
 
 
 async def _apply_resizes(source: trio.abc.ReceiveStream, handle: ProcessHandle) -> None:
-    decoder = ResizeDecoder()
+    """Apply each size from the resize stream. After a malformed message the
+    rest is read and discarded: an unread resize channel would stall a
+    WebSocket's reader (and with it stdin) once its pipe filled up."""
+    decoder: ResizeDecoder | None = ResizeDecoder()
     with contextlib.suppress(*_GONE):
         while data := await source.receive_some(COPY_SIZE):
+            if decoder is None:
+                continue
             try:
                 sizes = list(decoder.feed(data))
             except ValueError as exc:
-                logger.warning("ignoring bad resize message: %s", exc)
-                return
+                logger.warning("ignoring the resize stream after a bad message: %s", exc)
+                decoder = None
+                continue
             for size in sizes:
                 await handle.resize(size.width, size.height)
 

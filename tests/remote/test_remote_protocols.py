@@ -19,7 +19,12 @@ from muxstream.remote import (
 )
 from muxstream.remote import _client as client_module
 from muxstream.remote._client import RemoteError, exec_target, open_remote_process, run_remote
-from muxstream.transport import HTTPRequest, serve_http, wrap_upgrade_client
+from muxstream.transport import (
+    HTTPRequest,
+    serve_http,
+    wrap_upgrade_client,
+    wrap_websocket_client,
+)
 
 from ._remote_helpers import TOKEN, remote_server
 
@@ -131,3 +136,49 @@ async def test_auto_falls_back_to_spdy_when_websocket_is_refused() -> None:
                 assert await process.wait() == 0
             nursery.cancel_scope.cancel()
     assert len(refused) == 1
+
+
+async def test_hostile_websocket_messages_do_not_disturb_the_command() -> None:
+    """Unknown channels, malformed close signals, garbage resizes and empty
+    messages are ignored; the command still gets its stdin and reports its exit."""
+    async with remote_server("websocket") as endpoint:
+        stream, host = await endpoint.connect()
+        target = exec_target(
+            endpoint,
+            "demo",
+            ["cat"],
+            container=None,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=True,
+        )
+        websocket = await wrap_websocket_client(
+            stream,
+            target,
+            host=host,
+            subprotocols=["v5.channel.k8s.io"],
+            headers=[("authorization", f"Bearer {TOKEN}")],
+        )
+        async with websocket:
+            for junk in (
+                b"",
+                b"\xff",
+                b"\xff\x00\x01",
+                b"\x09nobody listens",
+                b"\x04{{{{not json",
+                b"\x04" + b"[" * 10_000,
+                b"\x00hello\n",
+                b"\xff\x00",
+            ):
+                await websocket.send_message(junk)
+            output = b""
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        message = await websocket.receive_message()
+                    except trio.EndOfChannel:
+                        break
+                    output += message
+    assert b"\x01hello" in output  # the tty echoes, then cat repeats it
+    assert b'\x03{"metadata": {}, "status": "Success"}' in output
