@@ -38,8 +38,9 @@ async def toy_shell(
     stdout: trio.abc.SendStream,
     stderr: trio.abc.SendStream,
 ) -> int:
-    """An in-process "command": no process, no filesystem, just these verbs."""
-    verb, *args = request.command
+    """An in-process "command": no process, no filesystem, just these verbs.
+    `attach` (no command) gets `upper`."""
+    verb, *args = request.command or ("upper",)
     if verb == "echo":
         await stdout.send_all((" ".join(args) + "\n").encode())
         return 0
