@@ -92,15 +92,18 @@ async def serve_port_forward_session(
         close_timeout=config.close_timeout,
         **config.session_options,
     ) as session:
-        pairs: dict[str, dict[str, muxstream.Stream]] = {}
+        # request id -> (the streams so far, the scope of its expiry timer)
+        pending: dict[str, tuple[dict[str, muxstream.Stream], trio.CancelScope]] = {}
         async with trio.open_nursery() as nursery:
 
-            async def expire(request_id: str) -> None:
-                await trio.sleep(config.stream_creation_timeout)
-                pair = pairs.pop(request_id, None)
-                if pair:
+            async def expire(
+                request_id: str, streams: dict[str, muxstream.Stream], scope: trio.CancelScope
+            ) -> None:
+                with scope:
+                    await trio.sleep(config.stream_creation_timeout)
                     logger.warning("request %s: timed out waiting for streams", request_id)
-                    for stream in pair.values():
+                    pending.pop(request_id, None)
+                    for stream in streams.values():
                         stream.reset()
 
             with contextlib.suppress(*_GONE):
@@ -114,17 +117,23 @@ async def serve_port_forward_session(
                     if kind not in (StreamType.ERROR, StreamType.DATA):
                         stream.reset()
                         continue
-                    pair = pairs.get(request_id)
-                    if pair is None:
-                        pair = pairs[request_id] = {}
-                        nursery.start_soon(expire, request_id)
-                    if kind in pair:
+                    if request_id not in pending:
+                        scope = trio.CancelScope()
+                        pending[request_id] = ({}, scope)
+                        nursery.start_soon(expire, request_id, pending[request_id][0], scope)
+                    streams, scope = pending[request_id]
+                    if kind in streams:
                         stream.reset()
                         continue
-                    pair[kind] = stream
-                    if len(pair) == 2:
-                        del pairs[request_id]
+                    streams[kind] = stream
+                    if len(streams) == 2:
+                        del pending[request_id]
+                        scope.cancel()
                         nursery.start_soon(
-                            _forward, pair[StreamType.ERROR], pair[StreamType.DATA], config, pod
+                            _forward,
+                            streams[StreamType.ERROR],
+                            streams[StreamType.DATA],
+                            config,
+                            pod,
                         )
             nursery.cancel_scope.cancel()

@@ -182,3 +182,22 @@ async def test_hostile_websocket_messages_do_not_disturb_the_command() -> None:
                     output += message
     assert b"\x01hello" in output  # the tty echoes, then cat repeats it
     assert b'\x03{"metadata": {}, "status": "Success"}' in output
+
+
+async def test_port_forward_half_pair_is_reset_after_the_timeout() -> None:
+    async with remote_server("spdy", stream_creation_timeout=0.5) as endpoint:
+        stream, host = await endpoint.connect()
+        upgraded, _response = await wrap_upgrade_client(
+            stream,
+            endpoint.path("demo", "portforward"),
+            host=host,
+            method="POST",
+            protocols=["portforward.k8s.io"],
+            headers=[("authorization", f"Bearer {TOKEN}")],
+        )
+        async with muxstream.open_session(upgraded, role=muxstream.CLIENT) as session:
+            data = await session.open_stream(
+                headers={"streamtype": "data", "port": "1", "requestid": "0"}
+            )
+            with trio.fail_after(30), pytest.raises(trio.BrokenResourceError):
+                await data.receive_some()
