@@ -239,11 +239,8 @@ def test_frames_crossing_our_reset_are_dropped_silently() -> None:
     client.reset_stream(sid)
     # the server's DATA was already on the wire when our RST left
     assert deliver(server, client) == []
-    assert RstStreamFrame(sid, RstStatus.CANCEL) in RawPeer().read(client)
-    assert not any(
-        isinstance(f, RstStreamFrame) and f.status != RstStatus.CANCEL
-        for f in RawPeer().read(client)
-    )
+    # only our own RST goes out: the late DATA is not answered with another one
+    assert RawPeer().read(client) == [RstStreamFrame(sid, RstStatus.CANCEL)]
 
 
 # --- illegal local actions ------------------------------------------------------------

@@ -508,3 +508,23 @@ def test_urgent_frames_never_split_a_data_frame_from_its_payload() -> None:
     rest = s.receive_data(c.data_to_send())
     total += sum(len(e.data) for e in rest if isinstance(e, DataReceived))
     assert total == 1 << 20
+
+
+def test_received_data_survives_the_reuse_of_the_read_buffer() -> None:
+    # receive_data only borrows its argument: a reader that receives into one
+    # buffer and passes memoryviews of it may overwrite it at once.
+    client, server = pair()
+    sid = open_stream(client, server)
+    client.send_data(sid, b"first" * 1000)
+    client.send_data(sid, b"second" * 1000)
+    wire = client.data_to_send()
+    buffer = bytearray(4096)
+    events: list[Event] = []
+    for start in range(0, len(wire), 4096):
+        n = len(wire[start : start + 4096])
+        buffer[:n] = wire[start : start + 4096]
+        events += server.receive_data(memoryview(buffer)[:n])
+        buffer[:] = b"\xff" * len(buffer)
+    data = b"".join(e.data for e in events if isinstance(e, DataReceived))
+    assert data == b"first" * 1000 + b"second" * 1000
+    assert all(type(e.data) is bytes for e in events if isinstance(e, DataReceived))
