@@ -292,7 +292,15 @@ class Session(trio.abc.Listener[Stream]):
         self._want_eof = True
         self._wake_all()
         await self._flushed.wait()
-        await self._reader_done.wait()
+        if not self._peer_finished():
+            await self._reader_done.wait()
+
+    def _peer_finished(self) -> bool:
+        """Over a transport that cannot half-close (TLS), the peer's EOF only comes
+        when it closes too, and it waits for ours: stop draining once the peer sent
+        GOAWAY (behind all its data) and no stream is left, or both ends would sit
+        out ``close_timeout``."""
+        return not self._half_closeable and self._goaway is not None and not self._streams
 
     async def _hard_close(self, reason: BaseException) -> None:
         self._closing = True
@@ -673,6 +681,8 @@ class Session(trio.abc.Listener[Stream]):
                     return
                 if not self._process(data):
                     return
+                if self._draining and self._peer_finished():
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed.is_set():
                 self._fail(ConnectionLost(f"transport failed while reading: {exc!r}"))
@@ -901,11 +911,16 @@ class Session(trio.abc.Listener[Stream]):
             self._flushed.set()
             self._writer_done.set()
 
+    @property
+    def _half_closeable(self) -> bool:
+        transport = self.transport
+        return isinstance(transport, trio.abc.HalfCloseableStream) or hasattr(
+            transport, "send_eof")
+
     async def _send_transport_eof(self) -> bool:
         """Half-close the transport if it can; False if it cannot (TLS)."""
-        transport = self.transport
-        if isinstance(transport, trio.abc.HalfCloseableStream) or hasattr(transport, "send_eof"):
-            await transport.send_eof()
+        if self._half_closeable:
+            await self.transport.send_eof()  # type: ignore[attr-defined]
             return True
         return False
 

@@ -252,3 +252,34 @@ async def test_garbage_after_101_reaches_the_session_and_fails_typed() -> None:
         error = error.exceptions[0]
     assert isinstance(error, trio.BrokenResourceError)
     assert isinstance(error.__cause__, RemoteProtocolError)
+
+
+@pytest.mark.parametrize("make_link", KINDS, indirect=True)
+async def test_two_sessions_close_promptly_even_without_half_close(make_link) -> None:  # type: ignore[no-untyped-def]
+    # Over TLS neither end can send EOF before closing; the close must still end
+    # once GOAWAY went both ways, not after close_timeout.
+    client_transport, server_transport = await make_link()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            ready = trio.Event()
+
+            async def server() -> None:
+                async with muxstream.open_session(
+                    server_transport, role=SERVER, keepalive_interval=None, close_timeout=60
+                ) as session:
+                    stream = await session.accept()
+                    assert await stream.receive_all() == b"bye"
+                    await stream.send_eof()
+                    ready.set()
+
+            nursery.start_soon(server)
+            start = trio.current_time()
+            async with muxstream.open_session(
+                client_transport, role=CLIENT, keepalive_interval=None, close_timeout=60
+            ) as session:
+                stream = await session.open_stream()
+                await stream.send_all(b"bye")
+                await stream.send_eof()
+                assert await stream.receive_all() == b""
+                await ready.wait()
+        assert trio.current_time() - start < 15
