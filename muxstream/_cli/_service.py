@@ -34,6 +34,7 @@ from .. import __version__
 from .._session import CLIENT, Session, open_session
 from .._stream import Stream
 from ..protocol import RstStatus
+from ..remote._client import close_as_eof
 from ._common import Address, BadToken, CliError, MiB
 
 logger = logging.getLogger("muxstream.cli")
@@ -151,7 +152,10 @@ async def connect(
             )
         else:
             stream = await trio.open_tcp_stream(address.host, address.port)
-    async with open_session(stream, role=CLIENT, **options) as session:
+    # A transport that cannot half-close (TLS) would leave both ends waiting for
+    # the other's EOF until close_timeout; as the client we end the connection at
+    # that point instead, as client-go does (nothing we owe is lost by then).
+    async with open_session(close_as_eof(stream), role=CLIENT, **options) as session:
         await hello(session, token, timeout=timeout)
         yield session
 

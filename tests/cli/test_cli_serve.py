@@ -15,6 +15,7 @@ from .conftest import (
     cli_env,
     client_env,
     muxstream,
+    muxstream_many,
     start_server,
     stop_server,
 )
@@ -68,16 +69,20 @@ def test_tls_serves_sessions_and_exec(tmp_path) -> None:  # type: ignore[no-unty
     pem = str(tmp_path / "server.pem")
     served = start_server("--token", TOKEN, "--cert", pem, "--key", pem)
     try:
-        env = client_env(served)
         cacert = ["--cacert", str(tmp_path / "ca.pem")]
-        echo = muxstream("echo", *cacert, "over tls", env=env)
+        echo, ws, exec_, untrusted = muxstream_many(
+            [
+                ["echo", *cacert, "over tls"],
+                ["echo", "--transport", "websocket", *cacert, "wss"],
+                ["exec", *cacert, "--", "echo", "secure"],
+                ["ping", "-c", "1", "--tls"],
+            ],
+            env=client_env(served),
+        )
         assert echo.returncode == 0, echo.stderr
         assert echo.stdout.startswith(b"over tls\n")
-        ws = muxstream("echo", "--transport", "websocket", *cacert, "wss", env=env)
         assert ws.returncode == 0, ws.stderr
-        exec_ = muxstream("exec", *cacert, "--", "echo", "secure", env=env)
         assert (exec_.returncode, exec_.stdout) == (0, b"secure\n")
-        untrusted = muxstream("ping", "-c", "1", "--tls", env=env)
         assert untrusted.returncode == 1
         assert b"TLS" in untrusted.stderr and b"Traceback" not in untrusted.stderr
     finally:
