@@ -107,7 +107,7 @@ def test_muxstream_announces_windows_and_stream_limit_first() -> None:
     conn = Connection(Role.CLIENT)
     assert conn.data_to_send() == bytes.fromhex(
         "80030004 00000014 00000002"  # SETTINGS, 2 entries
-        "00000007 00100000"  # INITIAL_WINDOW_SIZE = 1 MiB
+        "00000007 00400000"  # INITIAL_WINDOW_SIZE = 4 MiB
         "00000004 000003e8"  # MAX_CONCURRENT_STREAMS = 1000
         "80030009 00000008 00000000 03ff0000"  # WINDOW_UPDATE session += 64 MiB - 64 KiB
     )
@@ -298,8 +298,8 @@ def test_a_spdystream_like_connection_ignores_a_muxstream_receivers_windows() ->
 
 
 def stalled_sender() -> tuple[Connection, RawPeer, int]:
-    """A server with DATA queued on stream 1 (opened and replied)."""
-    conn = Connection(Role.SERVER)
+    """A server (1 MiB stream windows) with DATA queued on stream 1 (opened, replied)."""
+    conn = Connection(Role.SERVER, initial_window=1 << 20)
     peer = RawPeer()
     peer.read(conn)
     peer.send(conn, SynStreamFrame(1, Headers()), SynStreamFrame(3, Headers()))

@@ -161,7 +161,7 @@ CONTROL_CASES = [
         h("80 03 00 09 | 00 00 00 08 | 00 00 00 03 | 7f ff ff ff"),
     ),
     (
-        # muxstream's announcement: INITIAL_WINDOW_SIZE 1 MiB, MAX_CONCURRENT_STREAMS 1000
+        # an announcement: INITIAL_WINDOW_SIZE 1 MiB, MAX_CONCURRENT_STREAMS 1000
         SettingsFrame(
             (
                 SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 1 << 20),
