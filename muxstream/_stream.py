@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._session import Session
 
 _EMPTY_HEADERS = Headers()
+#: Received pieces smaller than this are joined to the previous small piece.
+_COALESCE = 512
 
 
 class Stream(trio.abc.HalfCloseableStream):
@@ -83,7 +85,13 @@ class Stream(trio.abc.HalfCloseableStream):
             self._lot.unpark_all()
 
     def _feed(self, data: bytes) -> None:
-        self._buffer.append(data)
+        buf = self._buffer
+        if len(data) < _COALESCE and buf and len(buf[-1]) < _COALESCE:
+            # A flood of tiny DATA frames would cost ~40 bytes of chunk overhead
+            # per payload byte; joining small pieces bounds memory by the window.
+            buf[-1] += data
+        else:
+            buf.append(data)
         self._buffered += len(data)
         self._wake()
 
