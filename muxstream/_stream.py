@@ -252,7 +252,13 @@ class Stream(trio.abc.HalfCloseableStream):
         await checkpoint()
 
     def reset(self, status: int = RstStatus.CANCEL) -> None:
-        """Abort the stream now (RST_STREAM, ahead of queued data). Never blocks."""
+        """Abort the stream now (RST_STREAM, ahead of queued data). Never blocks.
+
+        Raises:
+            ValueError: ``status`` is not a 32-bit unsigned value.
+        """
+        if not 0 <= int(status) <= 0xFFFFFFFF:
+            raise ValueError(f"RST_STREAM status {status} is not a 32-bit unsigned value")
         if self._local_closed:
             return
         self._session._reset_stream(self, status)

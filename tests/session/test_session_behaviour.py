@@ -453,3 +453,12 @@ async def test_data_keeps_an_idle_timeout_session_open(
             await ours.send_all(b"tick")
             assert await theirs.receive_some() == b"tick"
         assert not client.closed and not server.closed
+
+
+async def test_reset_with_an_impossible_status_raises_instead_of_doing_nothing() -> None:
+    with trio.fail_after(10):
+        async with open_session_pair(**NO_KEEPALIVE) as (client, server):
+            ours, _theirs = await _open_accepted(client, server)
+            with pytest.raises(ValueError):
+                ours.reset(1 << 32)
+            await ours.send_all(b"still open")
