@@ -807,9 +807,22 @@ class Session(trio.abc.Listener[Stream]):
             elif isinstance(ev, HeadersReceived):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
-                    merged = Headers(list(stream.extra_headers.items()))
-                    for name, values in ev.headers.items_all():
+                    merged = Headers()
+                    size = 0
+                    for name, values in (*stream.extra_headers.items_all(),
+                                         *ev.headers.items_all()):
                         merged._items.setdefault(name, []).extend(values)
+                        size += len(name) + sum(len(v) for v in values)
+                    if size > self.options.max_header_block:
+                        # HEADERS compress ~1000:1; unbounded merging would let a peer
+                        # pile up memory a few bytes at a time. A stream error.
+                        self._try(conn.reset_stream, ev.stream_id, RstStatus.PROTOCOL_ERROR)
+                        streams.pop(ev.stream_id, None)
+                        stream._mark_broken(StreamResetError(
+                            RstStatus.PROTOCOL_ERROR, remote=False,
+                            message="stream reset: the peer's HEADERS exceed max_header_block"))
+                        self._drop_buffer(stream)
+                        continue
                     stream.extra_headers = merged
                     if ev.ended:
                         stream._eof = True

@@ -334,3 +334,59 @@ async def test_the_peer_flow_control_announcement_does_not_disable_limits() -> N
         assert stream.buffered <= 2 * window + 16 * 1024 + 1 << 20
         assert sent < 64 * MiB
         nursery.cancel_scope.cancel()
+
+
+async def test_a_flood_of_headers_frames_cannot_pile_up_header_memory() -> None:
+    """HEADERS frames compress ~1000:1: 100 of 200 KiB each are a few KiB on the
+    wire. What a stream keeps of them must stay bounded (max_header_block); past
+    that the stream is reset, the session lives on."""
+    import struct
+
+    async with trio.open_nursery() as nursery:
+        session, peer = await start_session_with_raw_peer(nursery)
+        await peer.send(peer.syn_stream(1) + peer.syn_stream(3))
+        stream = await session.accept()
+        other = await session.accept()
+        big = Headers({"x-big": "a" * 200_000})
+        frames = []
+        for _ in range(100):
+            block = peer.compressor.compress(big)
+            payload = struct.pack(">I", 1) + block
+            frames.append(struct.pack(">II", 0x80030008, len(payload)) + payload)
+        wire = b"".join(frames)
+        assert len(wire) < 200_000
+        with traced_peak() as mem:
+            await peer.send(wire)
+            await peer.send(data_frame(3, b"ping"))
+            with trio.fail_after(30):
+                assert await other.receive_some() == b"ping"
+        assert session.error is None
+        with pytest.raises(trio.BrokenResourceError) as info, trio.fail_after(10):
+            await stream.receive_some()
+        assert isinstance(info.value.__cause__, muxstream.StreamResetError)
+        assert info.value.__cause__.status == RstStatus.PROTOCOL_ERROR
+        with trio.fail_after(10):
+            while RstStreamFrame(1, RstStatus.PROTOCOL_ERROR) not in peer.frames:
+                await peer.read_frames()
+        assert mem.retained < 2 * MiB, mem.retained
+        nursery.cancel_scope.cancel()
+
+
+async def test_repeated_headers_frames_keep_every_value() -> None:
+    import struct
+
+    async with trio.open_nursery() as nursery:
+        session, peer = await start_session_with_raw_peer(nursery)
+        await peer.send(peer.syn_stream(1))
+        stream = await session.accept()
+        wire = b""
+        for values in (["a", "b"], ["c", "d"], ["e"]):
+            block = peer.compressor.compress(Headers({"x-v": values, "x-" + values[0]: "1"}))
+            payload = struct.pack(">I", 1) + block
+            wire += struct.pack(">II", 0x80030008, len(payload)) + payload
+        await peer.send(wire + data_frame(1, b"end", flags=1))
+        with trio.fail_after(10):
+            assert await stream.receive_all() == b"end"
+        assert stream.extra_headers.get_all("x-v") == ["a", "b", "c", "d", "e"]
+        assert {"x-a", "x-c", "x-e"} <= set(stream.extra_headers)
+        nursery.cancel_scope.cancel()
