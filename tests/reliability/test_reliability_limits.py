@@ -41,8 +41,8 @@ from ._helpers import (
 )
 
 MiB = 1 << 20
-SYN_FLOOD = env_int("MUXSTREAM_SYN_FLOOD", 20_000)
-PING_FLOOD = env_int("MUXSTREAM_PING_FLOOD", 50_000)
+SYN_FLOOD = env_int("MUXSTREAM_SYN_FLOOD", 10_000)
+PING_FLOOD = env_int("MUXSTREAM_PING_FLOOD", 20_000)
 
 
 def _shrink_buffers(session: muxstream.Session, peer: RawPeer) -> None:
