@@ -8,6 +8,7 @@ tasks before and after.
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 import subprocess
@@ -54,12 +55,14 @@ PEER_SCRIPT = textwrap.dedent(
 @asynccontextmanager
 async def no_leaks() -> AsyncIterator[None]:
     """Check that the block leaves no extra fds or trio tasks behind."""
+    gc.collect()  # close what earlier tests left for the collector before counting
     fds, tasks = open_fds(), task_count()
     yield
     with trio.fail_after(10):
         while task_count() > tasks:
             await trio.sleep(0.01)
-    assert open_fds() == fds
+    gc.collect()
+    assert open_fds() <= fds  # fewer is fine (others' leftovers collected meanwhile)
     assert task_count() == tasks
 
 

@@ -108,6 +108,7 @@ def _alive(kind: type) -> int:
 
 
 async def test_many_sessions_and_streams_lose_nothing_and_leave_nothing() -> None:
+    gc.collect()  # close what earlier tests left for the collector before counting
     fds, tasks = open_fds(), task_count()
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(lambda task_status: muxstream.serve_tcp(
@@ -130,7 +131,7 @@ async def test_many_sessions_and_streams_lose_nothing_and_leave_nothing() -> Non
     with trio.fail_after(10):
         while task_count() > tasks:
             await trio.sleep(0.01)
-    assert open_fds() == fds
+    assert open_fds() <= fds  # fewer is fine (others' leftovers collected meanwhile)
     # Memory flat: the second round reuses what the first one freed.
     growth = rss_after_second - rss_after_first
     print(f"load: {SESSIONS}x{STREAMS} streams, {first['sent'] + second['sent']} bytes each "
