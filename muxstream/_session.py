@@ -536,16 +536,16 @@ class Session(trio.abc.Listener[Stream]):
         if not stream._eof and conn.stream_state(sid) is not StreamState.CLOSED:
             # The peer may still be sending: tell it to stop, after our data.
             self._try(conn.reset_stream, sid, RstStatus.CANCEL, ordered=True)
-        self._drop_buffer(stream)
-        self._streams.pop(sid, None)
-        stream._wake()
-        self._writer_lot.unpark_all()
-        self._open_lot.unpark_all()
+        self._release_closed_stream(stream)
 
     def _reset_stream(self, stream: Stream, status: int) -> None:
         stream._local_closed = True
         if not self._closed.is_set():
             self._try(self._conn.reset_stream, stream.stream_id, status)
+        self._release_closed_stream(stream)
+
+    def _release_closed_stream(self, stream: Stream) -> None:
+        """After a local close or reset: free its buffer and table slot, wake waiters."""
         self._drop_buffer(stream)
         self._streams.pop(stream.stream_id, None)
         stream._wake()

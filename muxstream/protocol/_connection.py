@@ -661,13 +661,7 @@ class Connection:
         self._reset_by_us_set.add(stream_id)
 
     def _stream_error(self, message: str, stream_id: int, status: RstStatus) -> None:
-        st = self._streams.pop(stream_id, None)
-        if st is not None:
-            st.state = StreamState.RESET
-            self._discard_queued(st)
-        self._remember_reset(stream_id)
-        self._urgent.append(RstStreamFrame(stream_id, status))
-        self._queued_answers += 1
+        self._stream_error_quiet(stream_id, status)
         raise RemoteProtocolError.stream(message, stream_id, status)
 
     def _was_opened(self, stream_id: int) -> bool:
