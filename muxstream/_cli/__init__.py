@@ -48,6 +48,8 @@ examples:
   muxstream serve --token s3cret                 # 127.0.0.1:7000
   MUXSTREAM_TOKEN=s3cret muxstream serve -a 0.0.0.0:7000 --cert srv.pem --key srv.key
   muxstream serve --token s3cret --allow uname --allow cat   # restrict exec
+  muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
+Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
     "echo": """\
 examples:
@@ -138,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"bearer token clients must present (env {ENV_TOKEN}; "
                         "default: generate one and print it)")
     p.add_argument("--insecure-no-auth", action="store_true",
-                   help="serve without any token (local experiments only)")
+                   help="serve without any token (loopback only: refused on other addresses)")
+    p.add_argument("--insecure-no-tls", action="store_true",
+                   help="allow serving beyond loopback without --cert/--key (tokens in clear "
+                        "text: only behind a TLS-terminating proxy or a VPN)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
     p.add_argument("--key", help="TLS private key (PEM)")
     p.add_argument("--allow", action="append", metavar="COMMAND",

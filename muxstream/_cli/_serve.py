@@ -7,6 +7,10 @@ first byte: a SPDY control frame starts with ``0x80`` (the control bit and versi
 same service) or to :class:`muxstream.remote.RemoteServer` (exec, attach, cp,
 port-forward and the kubectl API surface).
 
+Before binding, :func:`check_serve_args` applies the exec service's exposure
+policy (``remote._auth``): beyond loopback, no ``--insecure-no-auth`` ever, and
+TLS (``--cert/--key``) unless ``--insecure-no-tls``.
+
 SIGINT/SIGTERM stop accepting, close every muxstream session gracefully
 (GOAWAY, flush, FIN, drain -- bounded by ``close_timeout``), then cancel what
 remains (exec and port-forward connections). A second signal exits at once.
@@ -26,6 +30,7 @@ from typing import Any
 import trio
 
 from .._session import SERVER, Session, open_session
+from ..remote._auth import exposure_problem, validate_token
 from ..transport import (
     HandshakeError,
     HTTPRequest,
@@ -33,7 +38,7 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
-from ._common import Address
+from ._common import Address, CliError
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -110,7 +115,9 @@ class Server:
         if request.path != MUX_PATH:
             await self.remote_app(request)
             return
-        if not authorized(self.token, request.headers.get("authorization")):
+        values = request.headers.get_all("authorization")
+        # Exactly one Authorization line counts; two are ambiguous and refused.
+        if not authorized(self.token, values[0] if len(values) == 1 else None):
             await request.respond(401, [("content-type", "text/plain")], b"bad token\n")
             return
         if request.is_websocket:
@@ -143,9 +150,43 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def check_serve_args(args: argparse.Namespace) -> None:
+    """Refuse, before anything binds, what the security policy forbids.
+
+    Raises CliError (one line, exit status 1) for ``--insecure-no-auth`` on an
+    address that is not loopback, for no ``--cert`` on such an address without
+    ``--insecure-no-tls``, and for a token that is not visible ASCII.
+    """
+    host = args.address.host
+    problem = exposure_problem(
+        host,
+        tls=bool(args.cert),
+        # A token wins over --insecure-no-auth (serve_main then uses the token).
+        insecure_no_auth=args.insecure_no_auth and not args.token,
+        insecure_no_tls=args.insecure_no_tls,
+    )
+    if problem == "auth":
+        raise CliError(
+            f"refusing --insecure-no-auth on {host or '*'}: without a token, serve only on "
+            "loopback (127.0.0.1, ::1, localhost)"
+        )
+    if problem == "tls":
+        raise CliError(
+            f"refusing to serve on {host or '*'} without TLS: give --cert and --key, or "
+            "--insecure-no-tls if something else encrypts the traffic (tokens would "
+            "cross the network in clear text)"
+        )
+    if args.token:
+        try:
+            validate_token(args.token)
+        except ValueError as exc:
+            raise CliError(f"bad --token/MUXSTREAM_TOKEN: {exc}") from None
+
+
 async def serve_main(args: argparse.Namespace) -> int:
     from ..remote import LocalBackend, RemoteServer, RemoteServerConfig
 
+    check_serve_args(args)
     address: Address = args.address
     token: str | None = args.token
     if not token and not args.insecure_no_auth:
@@ -157,6 +198,7 @@ async def serve_main(args: argparse.Namespace) -> int:
         config = RemoteServerConfig(
             token=token,
             insecure_no_auth=not token,
+            insecure_no_tls=args.insecure_no_tls,
             allowed_commands=args.allow,
             backend=backend,
             close_timeout=args.close_timeout,

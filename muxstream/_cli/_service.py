@@ -19,7 +19,6 @@ SPDY/3.1 upgrade or WebSocket) the token travels in the request's
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from .. import __version__
 from .._session import CLIENT, Session, open_session
 from .._stream import Stream
 from ..protocol import RstStatus
+from ..remote._auth import bearer_token_matches
 from ..remote._client import close_as_eof
 from ._common import Address, BadToken, CliError, MiB
 
@@ -49,13 +49,12 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def authorized(token: str | None, presented: str | None) -> bool:
-    """Constant-time check of an ``Authorization: Bearer`` value against ``token``."""
+    """Whether ``presented`` (an ``Authorization`` value) is ``Bearer <token>``;
+    always True without a token. Constant time in the token (SHA-256 digests
+    through ``hmac.compare_digest``); a malformed value is False, never an error."""
     if not token:
         return True
-    scheme, _, value = (presented or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.strip().encode(), token.encode()
-    )
+    return bearer_token_matches(token, presented)
 
 
 # --- server side --------------------------------------------------------------------

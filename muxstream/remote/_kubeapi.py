@@ -65,6 +65,12 @@ _RESOURCES = [
 ]
 
 SUBRESOURCES = ("exec", "attach", "portforward")
+#: The exec/attach query's boolean parameters.
+FLAG_PARAMETERS = ("stdin", "stdout", "stderr", "tty")
+# The spellings Go's strconv.ParseBool accepts (the API server decodes
+# PodExecOptions with it and answers 400 to anything else).
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +111,30 @@ class SubresourceRequest:
     query: Mapping[str, Sequence[str]]
 
     def flag(self, name: str, default: bool = False) -> bool:
+        """The last value of boolean parameter ``name`` (``default`` if absent).
+        Call :meth:`query_error` first: an unparsable value reads as False."""
         values = self.query.get(name)
         if not values:
             return default
-        return values[-1].lower() in ("true", "1")
+        return values[-1] in _TRUE
+
+    def query_error(self) -> str | None:
+        """Why this exec/attach query is malformed, or None.
+
+        Malformed: a boolean parameter that Go's ``strconv.ParseBool`` would
+        refuse; a ``command`` whose argv[0] is empty; any ``command`` value with
+        a NUL byte (no program can receive it; ``execve`` would fail later).
+        """
+        for name in FLAG_PARAMETERS:
+            for value in self.query.get(name, ()):
+                if value not in _TRUE and value not in _FALSE:
+                    return f"invalid value {value!r} for {name}: must be true or false"
+        command = self.query.get("command", ())
+        if command and not command[0]:
+            return "the command's first word (argv[0]) is empty"
+        if any("\0" in word for word in command):
+            return "the command contains a NUL byte"
+        return None
 
     def exec_request(self) -> ExecRequest:
         """The :class:`ExecRequest` this exec/attach query describes.

@@ -1,19 +1,20 @@
 """The exec/attach/port-forward server: HTTP routing, authentication, upgrades.
 
-Threat model (see docs/kubernetes.md): this service runs commands for whoever
-reaches it. So it listens on loopback unless told otherwise, requires a bearer
-token (compared in constant time) or a verified TLS client certificate, and
-answers 401/403 before any process starts or any upgrade happens. Commands run
-without a shell (argv as given, no expansion); ``allowed_commands`` restricts
-argv[0]; ``allowed_ports`` restricts port-forward targets. kubectl only sends
-bearer tokens over TLS, so serving kubectl with a token means serving TLS.
+Threat model (see docs/kubernetes.md and docs/reliability.md): this service
+runs commands for whoever reaches it. So it listens on loopback unless told
+otherwise, refuses to listen beyond loopback without TLS (unless
+``insecure_no_tls``) or without authentication (always), requires a bearer token
+(SHA-256 digests compared in constant time, ``_auth``) or a verified TLS client
+certificate, and answers 401/403/400 before any process starts or any upgrade
+happens. Commands run without a shell (argv as given, no expansion);
+``allowed_commands`` restricts argv[0]; ``allowed_ports`` restricts
+port-forward targets. kubectl only sends bearer tokens over TLS, so serving
+kubectl with a token means serving TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import ipaddress
 import logging
 import ssl
 from collections.abc import Collection
@@ -23,6 +24,7 @@ from typing import Any
 import trio
 
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
+from ._auth import bearer_token_matches, exposure_problem, validate_token
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
@@ -53,7 +55,11 @@ class RemoteServerConfig:
       client_certs: authenticate by TLS client certificate: :func:`serve_remote`
         then requires an ssl_context with ``verify_mode = CERT_REQUIRED``, so a
         connection without a certificate signed by its CA never gets this far.
-      insecure_no_auth: serve without authentication (local experiments only).
+      insecure_no_auth: serve without authentication (local experiments only;
+        :func:`serve_remote` refuses it beyond loopback).
+      insecure_no_tls: let :func:`serve_remote` listen beyond loopback without
+        TLS (tokens then cross the network in clear text: only behind something
+        that encrypts, such as a TLS-terminating proxy or a VPN).
       allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
       allowed_ports: if set, port-forward is refused unless the port is listed.
       backend: runs the commands; a :class:`LocalBackend` by default.
@@ -64,6 +70,7 @@ class RemoteServerConfig:
     token: str | None = None
     client_certs: bool = False
     insecure_no_auth: bool = False
+    insecure_no_tls: bool = False
     allowed_commands: Collection[str] | None = None
     allowed_ports: Collection[int] | None = None
     backend: ExecBackend | None = None
@@ -80,6 +87,8 @@ class RemoteServerConfig:
                 "refusing to serve commands without authentication: pass token=..., "
                 "client_certs=True (with TLS), or insecure_no_auth=True"
             )
+        if self.token is not None:
+            validate_token(self.token)
 
 
 def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
@@ -87,12 +96,10 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
         # client_certs: the TLS handshake already verified the certificate.
         return True
     if config.token:
-        header = request.headers.get("authorization") or ""
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), config.token.encode()
-        ):
-            return True
+        values = request.headers.get_all("authorization")
+        # Two Authorization lines are ambiguous (proxies disagree on which one
+        # counts): refuse rather than pick one.
+        return len(values) == 1 and bearer_token_matches(config.token, values[0])
     return False
 
 
@@ -149,6 +156,12 @@ class RemoteServer:
             await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
 
     def _policy_refusal(self, target: SubresourceRequest) -> ApiResponse | None:
+        """400 for a malformed query, 403 for what the policy forbids, else None."""
+        if target.kind in ("exec", "attach"):
+            problem = target.query_error()
+            if problem is not None:
+                logger.warning("refused %s: %s", target.kind, problem)
+                return ApiResponse(400, status_body(400, "BadRequest", problem))
         if target.kind == "exec":
             command = target.query.get("command", [])
             if not command:
@@ -231,13 +244,6 @@ class RemoteServer:
             )
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 async def serve_remote(
     config: RemoteServerConfig,
     port: int,
@@ -251,12 +257,31 @@ async def serve_remote(
     Runs until cancelled, like ``trio.serve_tcp``; ``task_status.started`` gets
     the listeners (use port 0 and read the bound port with :func:`bound_port`).
     With ``ssl_context``, every connection is TLS. The default backend is a
-    :class:`LocalBackend` living as long as this call. Raises ValueError for
-    ``insecure_no_auth`` on a non-loopback host, and for ``client_certs``
-    without a context that requires client certificates.
+    :class:`LocalBackend` living as long as this call.
+
+    Raises ValueError, before binding anything, for: ``insecure_no_auth`` on a
+    host that is not loopback (127.0.0.0/8, ``::1``, ``localhost``; wildcards
+    such as ``0.0.0.0``, ``::`` and ``""`` are not); no ``ssl_context`` on such
+    a host unless ``config.insecure_no_tls``; ``client_certs`` without a context
+    that requires client certificates.
     """
-    if config.insecure_no_auth and not _is_loopback(host):
-        raise ValueError(f"insecure_no_auth is for loopback only, not host={host!r}")
+    problem = exposure_problem(
+        host,
+        tls=ssl_context is not None,
+        insecure_no_auth=config.insecure_no_auth,
+        insecure_no_tls=config.insecure_no_tls,
+    )
+    if problem == "auth":
+        raise ValueError(
+            f"refusing to serve without authentication on host={host!r}: insecure_no_auth "
+            "is for loopback only (127.0.0.1, ::1, localhost)"
+        )
+    if problem == "tls":
+        raise ValueError(
+            f"refusing to serve without TLS on host={host!r} (beyond loopback): pass "
+            "ssl_context=..., or set insecure_no_tls=True if something else encrypts "
+            "the traffic (tokens would otherwise cross the network in clear text)"
+        )
     if config.client_certs and (
         ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
     ):

@@ -1,0 +1,93 @@
+"""Who may run commands, and from where: token checks and the listen-address policy.
+
+Two decisions the exec service and ``muxstream serve`` share, kept in one place
+so both enforce the same rules (docs/reliability.md, "Security of the exec
+service"):
+
+* :func:`bearer_token_matches`: an ``Authorization: Bearer`` value against the
+  configured token. Both sides are hashed with SHA-256 first and the two 32-byte
+  digests compared with :func:`hmac.compare_digest`: the comparison takes the
+  same time whatever the presented token is, and ``compare_digest`` on the raw
+  strings would return at once on a length mismatch, leaking the token's length.
+  Any ``str`` is accepted (non-ASCII, lone surrogates, empty): a malformed header
+  is a mismatch, never an exception.
+* :func:`exposure_problem`: serving beyond loopback without authentication is
+  always refused; serving beyond loopback without TLS is refused unless the
+  caller opts out explicitly (``insecure_no_tls``), because a bearer token sent
+  in clear text is as good as no token for anyone on the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Literal
+
+#: Characters a token may contain: visible ASCII, as RFC 6750's b64token and
+#: every kubeconfig token are. A space could never survive ``Bearer <token>``
+#: parsing, and non-ASCII would compare differently over HTTP (latin-1 octets)
+#: and SPDY headers (UTF-8).
+_TOKEN_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+def validate_token(token: str) -> None:
+    """Raise ValueError unless ``token`` is non-empty visible ASCII (no spaces)."""
+    if not token or not set(token) <= _TOKEN_CHARACTERS:
+        raise ValueError(
+            "a token must be non-empty visible ASCII (no spaces or control characters)"
+        )
+
+
+def _digest(text: str) -> bytes:
+    # surrogatepass: a str that came from anywhere still encodes; never raises.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def bearer_token_matches(expected: str, authorization: str | None) -> bool:
+    """Whether ``authorization`` (an ``Authorization`` header value, or None) is
+    ``Bearer <expected>``.
+
+    Constant time in the token: SHA-256 digests of both sides (always 32 bytes)
+    go through :func:`hmac.compare_digest`, which runs for every call, whatever
+    the scheme. Never raises for a malformed value: missing, empty, another
+    scheme, non-ASCII or control characters are all simply False.
+    """
+    scheme, _, presented = (authorization or "").partition(" ")
+    same = hmac.compare_digest(_digest(presented.strip()), _digest(expected))
+    return same and scheme.lower() == "bearer" and bool(expected)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether binding ``host`` keeps the service on this machine.
+
+    True for 127.0.0.0/8, ``::1`` and the name ``localhost``. Wildcards
+    (``0.0.0.0``, ``::``, ``""``, None), other names and anything unparsable are
+    not loopback: when in doubt, the stricter rules apply.
+    """
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+Problem = Literal["auth", "tls"]
+
+
+def exposure_problem(
+    host: str | None, *, tls: bool, insecure_no_auth: bool, insecure_no_tls: bool
+) -> Problem | None:
+    """What is wrong with listening on ``host`` this way, or None if nothing.
+
+    ``"auth"``: no authentication beyond loopback (no opt-out exists).
+    ``"tls"``: no TLS beyond loopback, and ``insecure_no_tls`` was not given.
+    """
+    if is_loopback_host(host):
+        return None
+    if insecure_no_auth:
+        return "auth"
+    if not tls and not insecure_no_tls:
+        return "tls"
+    return None
