@@ -32,19 +32,21 @@ async def open_tcp_session(
 ) -> AsyncIterator[Session]:
     """Connect to ``host:port`` (TLS if ``ssl_context``) and run a client session.
 
-    Options are those of :func:`open_session`.
+    Options are those of :func:`open_session`. A TLS handshake not done within
+    ``handshake_timeout`` raises ``trio.TooSlowError``; on any connect error the
+    socket is closed.
     """
-    tcp = await trio.open_tcp_stream(host, port)
-    transport: trio.abc.Stream = tcp
-    if ssl_context is not None:
-        tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
-        try:
-            with trio.fail_after(handshake_timeout):
-                await tls.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(tcp)
-            raise
-        transport = tls
+    # Imported here: the transport package loads h11 and wsproto, which a plain
+    # ``import muxstream`` does not need.
+    from .transport._errors import HandshakeTimeout
+    from .transport._tls import connect
+
+    try:
+        transport = await connect(host, port, ssl_context=ssl_context,
+                                  server_hostname=server_hostname or host,
+                                  handshake_timeout=handshake_timeout)
+    except HandshakeTimeout as exc:
+        raise trio.TooSlowError(str(exc)) from exc  # what this function has always raised
     async with open_session(transport, role=CLIENT, **options) as session:
         yield session
 

@@ -68,6 +68,49 @@ async def open_tls_stream(
     return tls
 
 
+async def connect(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+) -> trio.abc.Stream:
+    """Connect over TCP, and over TLS on top of it when *ssl_context* is given.
+
+    The client side shared by the connecting helpers (upgrade, WebSocket,
+    ``open_tcp_session``): plain ``trio.open_tcp_stream`` without a context,
+    :func:`open_tls_stream` with one (TLS is opt-in here, unlike there).
+
+    Args:
+        host, port: where to connect.
+        ssl_context: None for plain TCP.
+        server_hostname: name to verify and send as SNI; defaults to *host*.
+            Ignored without *ssl_context*.
+        handshake_timeout: bound on the TLS handshake, in seconds (the TCP
+            connect is bounded only by the OS, as ``trio.open_tcp_stream`` is).
+
+    Returns:
+        A ``trio.SocketStream`` (half-closeable) or a handshaken
+        ``trio.SSLStream``; the caller owns it.
+
+    Raises:
+        OSError: the TCP connection failed.
+        trio.BrokenResourceError: the TLS handshake failed.
+        HandshakeTimeout: no TLS handshake within *handshake_timeout*.
+        On any error or cancellation the socket is closed.
+    """
+    if ssl_context is None:
+        return await trio.open_tcp_stream(host, port)
+    return await open_tls_stream(
+        host,
+        port,
+        ssl_context,
+        server_hostname=server_hostname,
+        handshake_timeout=handshake_timeout,
+    )
+
+
 async def wrap_tls_server(
     stream: trio.abc.Stream,
     ssl_context: ssl.SSLContext,
