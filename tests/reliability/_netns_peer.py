@@ -2,10 +2,15 @@
 
     python _netns_peer.py consumer HOST PORT TOTAL   # prints "listening", then a JSON result
     python _netns_peer.py producer HOST PORT TOTAL   # prints the sha256 of what it sent
+    python _netns_peer.py naive-producer HOST PORT TOTAL   # the same, closing naively
 
 The consumer reads slowly and pings every few reads (as kubectl's clients do);
 the producer sends TOTAL bytes and closes its session right after the last
-``send_all`` returns. Used by test_reliability_shaped.py.
+``send_all`` returns. The naive producer is the control: the same session and
+the same close, except that where muxstream half-closes (FIN) and drains until
+the peer's EOF, it closes the socket at once. Whatever the consumer sends after
+that (PINGs, WINDOW_UPDATEs) reaches a closed socket, the kernel answers RST,
+and the bytes still in flight are lost. Used by test_reliability_shaped.py.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from functools import partial
 
 import trio
 
@@ -57,11 +63,13 @@ async def consumer(host: str, port: int, total: int) -> None:
           flush=True)
 
 
-async def producer(host: str, port: int, total: int) -> None:
+async def producer(host: str, port: int, total: int, *, naive: bool = False) -> None:
     payload = _payload()
     digest = hashlib.sha256()
     async with muxstream.open_tcp_session(host, port, keepalive_interval=None,
                                           close_timeout=60) as session:
+        if naive:
+            _close_instead_of_fin(session.transport)
         stream = await session.open_stream({"streamtype": "data"})
         for _ in range(total // len(payload)):
             await stream.send_all(payload)
@@ -69,9 +77,25 @@ async def producer(host: str, port: int, total: int) -> None:
     print(digest.hexdigest(), flush=True)
 
 
+def _close_instead_of_fin(transport: trio.abc.Stream) -> None:
+    """Make the session's close naive: its writer flushes every frame and GOAWAY
+    as usual, then calls ``send_eof``; here that closes the socket instead, so
+    nothing is drained. (The session's reader then fails on the closed socket;
+    the producer does not care, as a naive one would not.)"""
+    assert isinstance(transport, trio.SocketStream)
+
+    async def close_now() -> None:
+        await transport.aclose()
+
+    setattr(transport, "send_eof", close_now)  # noqa: B010 (mypy: no method assignment)
+
+
 def main() -> None:
     role, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    trio.run(consumer if role == "consumer" else producer, host, port, total)
+    if role == "consumer":
+        trio.run(consumer, host, port, total)
+    else:
+        trio.run(partial(producer, naive=role == "naive-producer"), host, port, total)
 
 
 if __name__ == "__main__":

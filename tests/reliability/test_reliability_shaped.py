@@ -7,6 +7,11 @@ The test creates (and deletes) its own namespaces; addresses are 10.200.x.x,
 which exist only inside them. Skipped, with the reason, where namespaces cannot
 be created (not root, no iproute2, no netns support).
 
+The control runs the same transfer with a naive close (the producer closes its
+socket where muxstream sends FIN and drains): it must lose data within
+``MUXSTREAM_SHAPED_NAIVE_TRIES`` runs (CI: 3; it lost data in 40 of 40 measured
+runs), or the close test could not fail on this link.
+
 ``MUXSTREAM_SHAPED_RUNS`` (CI: 3) and ``MUXSTREAM_SHAPED_BYTES`` (CI: 6 MiB) set
 the size; docs/reliability.md has the full run.
 """
@@ -28,6 +33,8 @@ from ._helpers import env_int
 
 RUNS = env_int("MUXSTREAM_SHAPED_RUNS", 3)
 TOTAL = env_int("MUXSTREAM_SHAPED_BYTES", 6 * 1024 * 1024)
+EXPECTED = TOTAL // (256 * 1024) * (256 * 1024)  # the peers send whole 256 KiB chunks
+NAIVE_TRIES = env_int("MUXSTREAM_SHAPED_NAIVE_TRIES", 3)
 RATE = os.environ.get("MUXSTREAM_SHAPED_RATE", "20mbit")
 PEER = Path(__file__).with_name("_netns_peer.py")
 REPO = Path(__file__).parents[2]
@@ -72,7 +79,9 @@ def shaped_link() -> Iterator[tuple[str, str, str]]:
         subprocess.run(["ip", "netns", "del", ns_b], check=False, capture_output=True)
 
 
-async def _one_run(ns_a: str, ns_b: str, addr: str, port: int) -> tuple[str, dict[str, object]]:
+async def _one_run(
+    ns_a: str, ns_b: str, addr: str, port: int, producer_role: str = "producer",
+) -> tuple[str, dict[str, object]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     consumer = await trio.lowlevel.open_process(
         ["ip", "netns", "exec", ns_b, sys.executable, str(PEER), "consumer", addr, str(port),
@@ -85,8 +94,8 @@ async def _one_run(ns_a: str, ns_b: str, addr: str, port: int) -> tuple[str, dic
             assert chunk, "the consumer exited before listening"
             lines += chunk
         producer = await trio.run_process(
-            ["ip", "netns", "exec", ns_a, sys.executable, str(PEER), "producer", addr, str(port),
-             str(TOTAL)], capture_stdout=True, env=env)
+            ["ip", "netns", "exec", ns_a, sys.executable, str(PEER), producer_role, addr,
+             str(port), str(TOTAL)], capture_stdout=True, env=env)
         while chunk := await consumer.stdout.receive_some():
             lines += chunk
         await consumer.wait()
@@ -107,5 +116,23 @@ async def test_close_over_a_shaped_link_delivers_every_byte(
     with trio.fail_after(60 + TOTAL / 1e6 * 3):
         sent, result = await _one_run(ns_a, ns_b, addr, 7100 + run)
     assert result["error"] is None, result["error"]
-    assert result["received"] == TOTAL // (256 * 1024) * (256 * 1024)
+    assert result["received"] == EXPECTED
     assert result["digest"] == sent
+
+
+async def test_naive_close_over_the_shaped_link_loses_data(
+    shaped_link: tuple[str, str, str],
+) -> None:
+    """The control: the same transfer, but the producer closes its socket where
+    muxstream would send FIN and drain. It must truncate a transfer within
+    NAIVE_TRIES runs, or the test above proves nothing on this link."""
+    ns_a, ns_b, addr = shaped_link
+    for attempt in range(NAIVE_TRIES):
+        with trio.fail_after(60 + TOTAL / 1e6 * 3):
+            sent, result = await _one_run(ns_a, ns_b, addr, 7200 + attempt, "naive-producer")
+        if result["received"] != EXPECTED:
+            assert result["error"] is not None, "truncated without an error"
+            print(f"naive close: try {attempt + 1} lost data: {result}")
+            return
+        assert result["digest"] == sent
+    pytest.fail(f"a naive close lost nothing in {NAIVE_TRIES} runs: the shaped test proves nothing")
