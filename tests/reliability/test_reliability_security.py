@@ -322,8 +322,8 @@ async def test_cli_serve_binds_a_wildcard_only_with_tls_or_the_opt_out(
     monkeypatch.setattr(trio, "serve_tcp", fake_serve_tcp)
     pem = tmp_path / "server.pem"
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    ca.issue_cert("server.example", key_type=trustme.KeyType.ECDSA)\
-        .private_key_and_cert_chain_pem.write_to_path(str(pem))
+    cert = ca.issue_cert("server.example", key_type=trustme.KeyType.ECDSA)
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
     extra = {
         "tls": ["--cert", str(pem), "--key", str(pem)],
         "insecure-no-tls": ["--insecure-no-tls"],
