@@ -29,6 +29,7 @@ and this side runs the same close (its FIN is what the peer's reader waits for).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from collections import deque
@@ -100,6 +101,11 @@ DEFAULT_WRITE_BUFFER = 1 << 20
 
 #: One read's size: large reads cut per-call overhead (PERFORMANCE.md, point 1).
 _RECV_SIZE = 1 << 20
+#: Payload still due in a DATA frame from which the reader receives it directly
+#: into a fresh ``bytes`` object instead of the shared buffer (saves one copy).
+_DIRECT_RECV = 32 * 1024
+#: Write from the task that queued the frames when the writer is idle (see _kick).
+_INLINE_WRITES = hasattr(os, "writev")
 #: One read's size on other transports (TLS, WebSocket, upgraded HTTP).
 _STREAM_RECV_SIZE = 64 * 1024
 #: One write's size: at least ~256 KiB per send call (PERFORMANCE.md).
@@ -202,6 +208,14 @@ class Session(trio.abc.Listener[Stream]):
         self._buffered_total = 0
         self._task_scope = trio.CancelScope()
         self._writer_done = trio.Event()
+        # Inline writes (see _kick): the socket's descriptor, the writer's state,
+        # and the bytes an inline write could not place, which the writer sends first.
+        self._sock: trio.socket.SocketType | None = None
+        if _INLINE_WRITES and isinstance(transport, trio.SocketStream):
+            self._sock = transport.socket
+            _limit_unsent(self._sock)
+        self._writer_busy = False
+        self._unsent: list[bytes | memoryview] = []
         #: everything queued is written (and FIN sent, where the transport can)
         self._flushed = trio.Event()
         self._reader_done = trio.Event()
@@ -381,6 +395,7 @@ class Session(trio.abc.Listener[Stream]):
         *,
         end_stream: bool = False,
         timeout: float | None = None,
+        wait_reply: bool = True,
     ) -> Stream:
         """Open a stream with ``headers`` and wait for the peer's SYN_REPLY.
 
@@ -388,6 +403,12 @@ class Session(trio.abc.Listener[Stream]):
             headers: the SYN_STREAM headers (names are lower-cased on the wire).
             end_stream: send FIN with SYN_STREAM (we will send no data).
             timeout: seconds to wait for the reply (default ``open_timeout``).
+            wait_reply: False returns as soon as SYN_STREAM is queued, without
+                waiting a round trip for SYN_REPLY (SPDY lets data follow
+                SYN_STREAM at once; spdystream's own ``CreateStream`` does the
+                same). A refusal then surfaces on the stream's next call as
+                ``trio.BrokenResourceError``; :meth:`Stream.wait_reply` waits
+                for the reply later, and ``reply_headers`` is empty until then.
 
         Raises:
             StreamOpenTimeout: no reply in time (the stream is reset).
@@ -413,7 +434,15 @@ class Session(trio.abc.Listener[Stream]):
         self._streams[sid] = stream
         self.streams_opened += 1
         self._last_activity = trio.current_time()
-        self._writer_lot.unpark_all()
+        self._kick()
+        if not wait_reply:
+            await checkpoint()
+            return stream
+        await self._wait_reply(stream, limit)
+        return stream
+
+    async def _wait_reply(self, stream: Stream, limit: float) -> None:
+        """Wait up to ``limit`` s for ``stream``'s SYN_REPLY; reset it on failure."""
         try:
             with trio.move_on_after(limit) as scope:
                 while not stream._replied and stream._broken is None:
@@ -423,10 +452,10 @@ class Session(trio.abc.Listener[Stream]):
             raise
         if scope.cancelled_caught:
             self._reset_stream(stream, RstStatus.CANCEL)
-            raise StreamOpenTimeout(f"no SYN_REPLY for stream {sid} within {limit} s")
+            raise StreamOpenTimeout(
+                f"no SYN_REPLY for stream {stream.stream_id} within {limit} s")
         if not stream._replied:
             stream._raise_broken()
-        return stream
 
     async def accept(self) -> Stream:
         """The next stream the peer opened (SYN_REPLY is sent now).
@@ -448,7 +477,7 @@ class Session(trio.abc.Listener[Stream]):
                 self._try(self._conn.send_reply, stream.stream_id)
                 stream._replied = True
                 self.streams_accepted += 1
-                self._writer_lot.unpark_all()
+                self._kick()
                 await checkpoint()
                 return stream
             if self._closing or self._error is not None:
@@ -498,14 +527,62 @@ class Session(trio.abc.Listener[Stream]):
 
     def _data_queued(self) -> None:
         self._last_activity = trio.current_time()
-        self._writer_lot.unpark_all()
+        self._kick()
+
+    def _kick(self) -> None:
+        """Get queued frames moving: write them now from the calling task if the
+        writer is idle, else wake the writer.
+
+        An inline write is one non-blocking ``writev`` on the socket: no await,
+        so nothing else can interleave, and whatever the kernel does not take
+        goes to ``_unsent``, which the writer sends before anything else. It
+        saves the hand-off to the writer task (two task switches) per batch,
+        which is most of a PING's round trip and of a short stream's cost.
+        Order is kept: inline writes happen only while the writer holds no
+        bytes of its own (it is parked, ``_unsent`` is empty).
+        """
+        sock = self._sock
+        conn = self._conn
+        if (
+            sock is None
+            or self._writer_busy
+            or self._unsent
+            or self._writer_done.is_set()
+            or not conn.has_data_to_send
+        ):
+            self._writer_lot.unpark_all()
+            return
+        fd = sock.fileno()
+        if fd < 0:  # closed: the descriptor number may belong to another socket now
+            self._writer_lot.unpark_all()
+            return
+        bufs = self._take_batch()
+        try:
+            sent = os.writev(fd, bufs if len(bufs) <= _IOV_MAX else bufs[:_IOV_MAX])
+        except OSError:
+            # EAGAIN, or a broken connection the writer will meet and report.
+            sent = 0
+        rest = _unwritten(bufs, sent)
+        if rest or conn.has_data_to_send or self._want_eof:
+            self._unsent = rest
+            self._writer_lot.unpark_all()
+
+    def _take_batch(self) -> list[bytes | memoryview]:
+        """The next batch to write; wakes whoever waited for it to leave the queue."""
+        conn = self._conn
+        bufs = conn.buffers_to_send(_WRITE_BATCH)
+        if self._reader_lot:
+            self._reader_lot.unpark_all()  # the answers are out of the queue
+        if self._space_waiters and conn.ordered_bytes < self.options.write_buffer_size:
+            self._wake_space_waiters()
+        return bufs
 
     def _consumed(self, stream: Stream, n: int) -> None:
         conn = self._conn
         self._buffered_total -= n
         conn.acknowledge_received_data(stream.stream_id, n)
         if conn.has_data_to_send:
-            self._writer_lot.unpark_all()
+            self._kick()
         if self._overfull is stream and stream._buffered <= self._buffer_limit:
             self._overfull = None
             self._reader_lot.unpark_all()
@@ -513,7 +590,7 @@ class Session(trio.abc.Listener[Stream]):
     def _end_stream(self, stream: Stream) -> None:
         stream._sent_eof = True
         self._try(self._conn.end_stream, stream.stream_id)
-        self._writer_lot.unpark_all()
+        self._kick()
         self._forget_if_done(stream)
 
     def _drop_buffer(self, stream: Stream) -> None:
@@ -549,7 +626,7 @@ class Session(trio.abc.Listener[Stream]):
         self._drop_buffer(stream)
         self._streams.pop(stream.stream_id, None)
         stream._wake()
-        self._writer_lot.unpark_all()
+        self._kick()
         self._open_lot.unpark_all()
 
     def _forget_if_done(self, stream: Stream) -> None:
@@ -582,7 +659,7 @@ class Session(trio.abc.Listener[Stream]):
         event = trio.Event()
         self._pings[pid] = (trio.current_time(), event)
         self.pings_sent += 1
-        self._writer_lot.unpark_all()
+        self._kick()
         self._reader_lot.unpark_all()
         limit = self.options.ping_timeout if timeout is None else timeout
         try:
@@ -660,8 +737,14 @@ class Session(trio.abc.Listener[Stream]):
             sock = transport.socket
             buf = bytearray(_RECV_SIZE)
             view = memoryview(buf)
+            conn = self._conn
 
-            async def recv_into() -> memoryview:
+            async def recv_into() -> bytes | memoryview:
+                due = conn.data_due
+                if due >= _DIRECT_RECV:
+                    # The rest of a large DATA frame: the kernel writes it straight
+                    # into the bytes object the stream hands out (no user-space copy).
+                    return await sock.recv(due if due < _RECV_SIZE else _RECV_SIZE)
                 n = await sock.recv_into(buf)
                 return view[:n]
 
@@ -737,7 +820,7 @@ class Session(trio.abc.Listener[Stream]):
                 continue
             self._handle_events(events)
             if conn.has_data_to_send:
-                self._writer_lot.unpark_all()
+                self._kick()
             return True
 
     def _handle_events(self, events: list[Event]) -> None:
@@ -907,17 +990,20 @@ class Session(trio.abc.Listener[Stream]):
         try:
             send = self._make_sender()
             while True:
-                if conn.has_data_to_send:
-                    bufs = conn.buffers_to_send(_WRITE_BATCH)
-                    if self._reader_lot:
-                        self._reader_lot.unpark_all()  # the answers are out of the queue
-                    if self._space_waiters and conn.ordered_bytes < self.options.write_buffer_size:
-                        self._wake_space_waiters()
+                if self._unsent or conn.has_data_to_send:
+                    if self._unsent:  # left over by an inline write: it goes first
+                        bufs, self._unsent = self._unsent, []
+                    else:
+                        bufs = self._take_batch()
+                    self._writer_busy = True
                     await send(bufs)
+                    self._writer_busy = False
                     continue
                 if self._want_eof and not self._flushed.is_set():
+                    self._writer_busy = True  # no inline write may follow our FIN
                     if await self._send_transport_eof():
                         return  # after our FIN nothing more can be written
+                    self._writer_busy = False
                     # No half-close (TLS): everything is written, but keep answering
                     # the peer's PINGs while the reader drains, until the hard close.
                     self._flushed.set()
@@ -949,6 +1035,19 @@ class Session(trio.abc.Listener[Stream]):
         self._space_waiters = set()
         for stream in waiters:
             stream._wake()
+
+
+def _unwritten(bufs: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of ``bufs`` after a write that took ``sent`` bytes."""
+    for i, b in enumerate(bufs):
+        size = len(b)
+        if sent < size:
+            rest = bufs[i:]
+            if sent:
+                rest[0] = memoryview(b)[sent:]
+            return rest
+        sent -= size
+    return []
 
 
 def _limit_unsent(sock: trio.socket.SocketType) -> None:

@@ -263,6 +263,33 @@ class Stream(trio.abc.HalfCloseableStream):
             return
         self._session._reset_stream(self, status)
 
+    async def wait_reply(self, timeout: float | None = None) -> Headers:
+        """Wait for the peer's SYN_REPLY to a stream we opened; return its headers.
+
+        Only needed after ``open_stream(wait_reply=False)``: otherwise the reply
+        has already arrived and this returns at once.
+
+        Raises:
+            ValueError: the peer opened this stream (it has no reply to wait for).
+            StreamOpenTimeout: no reply within ``timeout`` (default the session's
+                ``open_timeout``); the stream is reset here, as by :meth:`reset`,
+                so later calls raise ``trio.ClosedResourceError``.
+            trio.BrokenResourceError: the peer refused or reset the stream, or
+                the session broke.
+            trio.ClosedResourceError: this stream was closed here.
+        """
+        if not self.local:
+            raise ValueError("the peer opened this stream: there is no reply to wait for")
+        if self._replied:
+            await checkpoint()
+            return self.reply_headers
+        if self._local_closed:
+            raise trio.ClosedResourceError("stream was closed")
+        session = self._session
+        await session._wait_reply(
+            self, session.options.open_timeout if timeout is None else timeout)
+        return self.reply_headers
+
     # --- convenience ----------------------------------------------------------------
 
     @property

@@ -685,6 +685,16 @@ class Connection:
 
     # --- receiving ----------------------------------------------------------
 
+    @property
+    def data_due(self) -> int:
+        """Bytes still due in the DATA frame being received, if all else is parsed.
+
+        A reader that receives at most this many bytes into a fresh ``bytes``
+        object and passes it to :meth:`receive_data` has them delivered in a
+        :class:`DataReceived` event without being copied (0: no such frame).
+        """
+        return self._decoder.data_due
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the transport; return what the peer did.
 

@@ -259,6 +259,7 @@ class FrameDecoder:
         self.max_data_frame = max_data_frame
         self._pending = bytearray()  # a partial frame header or control payload
         self._chunk: memoryview = memoryview(b"")
+        self._whole: bytes | None = None  # the chunk itself when it is ``bytes``
         self._pos = 0
         self._state = _S_HEADER
         self._remaining = 0  # payload bytes still due (DATA, CONTROL, DISCARD)
@@ -276,13 +277,28 @@ class FrameDecoder:
         rest = len(self._chunk) - self._pos
         if rest:
             data = bytes(self._chunk[self._pos :]) + bytes(data)
+        self._whole = data if type(data) is bytes else None
         self._chunk = memoryview(data).cast("B") if data else memoryview(b"")
         self._pos = 0
+
+    @property
+    def data_due(self) -> int:
+        """Payload bytes of the current DATA frame still to come, once the chunk is used up.
+
+        0 unless the decoder has consumed its whole chunk in the middle of a DATA
+        payload. A reader may then receive up to this many bytes as one ``bytes``
+        object and pass it to :meth:`receive`: that piece is handed out as it is,
+        with no copy (the zero-copy path for large frames).
+        """
+        if self._state == _S_DATA and self._pos == len(self._chunk):
+            return self._remaining
+        return 0
 
     def release(self) -> None:
         """Stop borrowing the current chunk (copying out whatever is not parsed yet)."""
         rest = len(self._chunk) - self._pos
         self._chunk = memoryview(bytes(self._chunk[self._pos :]) if rest else b"")
+        self._whole = None
         self._pos = 0
 
     @property
@@ -359,7 +375,10 @@ class FrameDecoder:
                 if not avail:
                     return None
                 take = self._remaining if self._remaining < avail else avail
-                piece = bytes(chunk[self._pos : self._pos + take])
+                if take == avail and not self._pos and self._whole is not None:
+                    piece = self._whole  # the whole chunk is payload: no copy
+                else:
+                    piece = bytes(chunk[self._pos : self._pos + take])
                 self._pos += take
                 self._remaining -= take
                 if self._remaining:

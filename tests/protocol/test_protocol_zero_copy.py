@@ -1,0 +1,58 @@
+"""The decoder's zero-copy path: the rest of a large DATA frame, received as one
+``bytes`` object, is handed out as that very object."""
+
+from __future__ import annotations
+
+from muxstream.protocol import Connection, DataReceived, Role
+from muxstream.protocol._frames import DataFrame, FrameDecoder, encode_data_header
+
+
+def test_data_due_counts_the_rest_of_a_data_frame_once_the_chunk_is_used_up() -> None:
+    dec = FrameDecoder()
+    assert dec.data_due == 0
+    frame = encode_data_header(1, 100_000) + bytes(range(256)) * 390 + bytes(160)
+    dec.receive(memoryview(bytearray(frame[:30_000])))
+    first = dec.next_frame()
+    assert isinstance(first, DataFrame) and len(first.data) == 30_000 - 8
+    assert dec.next_frame() is None
+    assert dec.data_due == 100_000 - (30_000 - 8)
+    rest = frame[30_000:]
+    dec.receive(rest)
+    second = dec.next_frame()
+    assert isinstance(second, DataFrame)
+    assert second.data is rest  # not copied
+    assert first.data + second.data == frame[8:]
+    assert dec.data_due == 0
+
+
+def test_bytes_chunks_with_more_than_payload_are_still_copied_correctly() -> None:
+    dec = FrameDecoder()
+    frames = encode_data_header(1, 10) + b"0123456789" + encode_data_header(1, 5) + b"abcde"
+    dec.receive(frames[:12])
+    a = dec.next_frame()
+    assert isinstance(a, DataFrame) and a.data == b"0123"
+    assert dec.data_due == 6
+    dec.receive(frames[12:])  # the rest, plus a whole second frame: no identity shortcut
+    b = dec.next_frame()
+    c = dec.next_frame()
+    assert isinstance(b, DataFrame) and b.data == b"456789"
+    assert isinstance(c, DataFrame) and c.data == b"abcde"
+    assert dec.data_due == 0
+
+
+def test_connection_exposes_data_due_and_delivers_the_same_object() -> None:
+    sender = Connection(Role.CLIENT)
+    receiver = Connection(Role.SERVER)
+    receiver.receive_data(sender.data_to_send())
+    sid = sender.open_stream({"a": "b"})
+    payload = bytes(range(256)) * 256
+    sender.send_data(sid, payload)
+    wire = sender.data_to_send()
+    split = len(wire) - 40_000
+    receiver.receive_data(bytearray(wire[:split]))
+    assert receiver.data_due == 40_000
+    tail = wire[split:]
+    events = receiver.receive_data(tail)
+    pieces = [e for e in events if isinstance(e, DataReceived)]
+    assert len(pieces) == 1 and pieces[0].data is tail
+    assert receiver.data_due == 0

@@ -1,0 +1,178 @@
+"""The fast paths: opening without waiting for SYN_REPLY, and inline writes.
+
+``open_stream(wait_reply=False)`` saves a round trip per stream; these tests pin
+what it promises (data may follow SYN_STREAM at once, refusals still surface,
+``Stream.wait_reply`` waits later and times out). Inline writes (the task that
+queued frames writes them when the writer task is idle) must keep the wire
+order and leave what the kernel did not take to the writer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import muxstream
+from muxstream import CLIENT, Session, SessionOptions
+from muxstream.protocol import Connection, DataReceived, Role, RstStatus, StreamOpened
+from muxstream.testing import open_session_pair, open_tcp_transport_pair
+
+NO_KEEPALIVE = {"keepalive_interval": None}
+
+
+class _RawPeer:
+    """The far end driven by hand with the sans-IO connection."""
+
+    def __init__(self, transport: trio.abc.Stream) -> None:
+        self.transport = transport
+        self.conn = Connection(Role.SERVER)
+        self.events: list[object] = []
+
+    async def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            await self.transport.send_all(data)
+
+    async def read_until(self, kind: type) -> object:
+        while True:
+            for ev in self.events:
+                if isinstance(ev, kind):
+                    self.events.remove(ev)
+                    return ev
+            data = await self.transport.receive_some()
+            assert data, "the session closed the transport"
+            self.events += self.conn.receive_data(data)
+
+
+async def test_open_without_reply_sends_data_at_once_and_gets_the_echo(make_link) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(20):
+        async with open_session_pair(await make_link(), **NO_KEEPALIVE) as (client, server):
+            async with trio.open_nursery() as nursery:
+
+                async def echo() -> None:
+                    async for stream in server:
+                        data = await stream.receive_all()
+                        await stream.send_all(data)
+                        await stream.send_eof()
+
+                nursery.start_soon(echo)
+                for i in range(20):
+                    stream = await client.open_stream({"n": str(i)}, wait_reply=False)
+                    await stream.send_all(b"x" * (i + 1))
+                    await stream.send_eof()
+                    assert await stream.receive_all() == b"x" * (i + 1)
+                    reply = await stream.wait_reply()
+                    assert reply is stream.reply_headers
+                    await stream.aclose()
+                nursery.cancel_scope.cancel()
+
+
+async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_them() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            a, b = trio.testing.memory_stream_pair()
+            session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
+            session._start(nursery)
+            peer = _RawPeer(b)
+            stream = await session.open_stream({"kind": "x"}, wait_reply=False)
+            await stream.send_all(b"early")
+            opened = await peer.read_until(StreamOpened)
+            assert isinstance(opened, StreamOpened)
+            # DATA may follow SYN_STREAM before any SYN_REPLY.
+            data = await peer.read_until(DataReceived)
+            assert isinstance(data, DataReceived) and data.data == b"early"
+            assert not stream.reply_headers
+            peer.conn.send_reply(opened.stream_id, {"answer": "yes"})
+            await peer.flush()
+            reply = await stream.wait_reply()
+            assert reply["answer"] == "yes"
+            assert stream.reply_headers["answer"] == "yes"
+            nursery.cancel_scope.cancel()
+
+
+async def test_refused_stream_surfaces_on_the_next_call() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            a, b = trio.testing.memory_stream_pair()
+            session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
+            session._start(nursery)
+            peer = _RawPeer(b)
+            stream = await session.open_stream(wait_reply=False)
+            opened = await peer.read_until(StreamOpened)
+            assert isinstance(opened, StreamOpened)
+            peer.conn.reset_stream(opened.stream_id, RstStatus.REFUSED_STREAM)
+            await peer.flush()
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await stream.receive_some()
+            assert isinstance(info.value.__cause__, muxstream.StreamResetError)
+            assert info.value.__cause__.status == RstStatus.REFUSED_STREAM
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.wait_reply()
+            nursery.cancel_scope.cancel()
+
+
+async def test_wait_reply_times_out_and_resets(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        a, b = trio.testing.memory_stream_pair()
+        session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE,
+                                                                 "open_timeout": 5}))
+        session._start(nursery)
+        peer = _RawPeer(b)
+        stream = await session.open_stream(wait_reply=False)
+        assert trio.current_time() == 0  # no round trip waited
+        with pytest.raises(muxstream.StreamOpenTimeout):
+            await stream.wait_reply(timeout=3)
+        assert trio.current_time() == pytest.approx(3)
+        from muxstream.protocol import StreamReset
+
+        reset = await peer.read_until(StreamReset)
+        assert isinstance(reset, StreamReset) and reset.status == RstStatus.CANCEL
+        with pytest.raises(trio.ClosedResourceError):  # reset here, like reset()
+            await stream.send_all(b"late")
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_reply_on_an_accepted_stream_is_a_value_error() -> None:
+    with trio.fail_after(10):
+        async with open_session_pair(trio.testing.memory_stream_pair(),
+                                     **NO_KEEPALIVE) as (client, server):
+            await client.open_stream(wait_reply=False)
+            accepted = await server.accept()
+            with pytest.raises(ValueError):
+                await accepted.wait_reply()
+
+
+async def test_inline_writes_keep_order_when_the_kernel_takes_only_part() -> None:
+    """A tiny send buffer makes inline writes partial: the writer must finish
+    each batch before anything else is written, or the peer sees torn frames."""
+    import socket
+
+    with trio.fail_after(60):
+        a, b = await open_tcp_transport_pair()
+        a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with open_session_pair((a, b), **NO_KEEPALIVE) as (client, server):
+            payloads = {i: bytes([i]) * (50_000 + 997 * i) for i in range(8)}
+
+            async def send(i: int) -> None:
+                stream = await client.open_stream({"i": str(i)}, wait_reply=False)
+                view = memoryview(payloads[i])
+                for off in range(0, len(view), 7_001):
+                    await stream.send_all(view[off : off + 7_001])
+                    if off % 3:
+                        await client.ping()  # urgent frames interleave with DATA
+                await stream.send_eof()
+
+            got: dict[int, bytes] = {}
+
+            async def receive_one(stream: muxstream.Stream) -> None:
+                got[int(stream.headers["i"])] = await stream.receive_all()
+
+            async with trio.open_nursery() as nursery:
+                for i in payloads:
+                    nursery.start_soon(send, i)
+                for _ in payloads:
+                    nursery.start_soon(receive_one, await server.accept())
+            assert got == payloads
+            assert client._unsent == []
