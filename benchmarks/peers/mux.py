@@ -243,8 +243,8 @@ async def bulk_client(port: int, params: Params) -> Result:
     return result
 
 
-async def _echo(session: Any) -> None:
-    stream = await session.open_stream(headers={"mode": "echo"})
+async def _echo(session: Any, wait_reply: bool = True) -> None:
+    stream = await session.open_stream(headers={"mode": "echo"}, wait_reply=wait_reply)
     await stream.send_all(CHURN_MESSAGE)
     await stream.send_eof()
     reply = b""
@@ -255,14 +255,14 @@ async def _echo(session: Any) -> None:
         raise RuntimeError(f"bad echo of {len(reply)} bytes")
 
 
-async def _churn(session: Any, count: int, concurrency: int) -> None:
+async def _churn(session: Any, count: int, concurrency: int, wait_reply: bool = True) -> None:
     left = count
 
     async def worker() -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            await _echo(session)
+            await _echo(session, wait_reply)
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
@@ -272,10 +272,12 @@ async def _churn(session: Any, count: int, concurrency: int) -> None:
 async def churn_client(port: int, params: Params) -> Result:
     """Time ``count`` open/100 B/reply/close exchanges with ``concurrency`` in flight."""
     count, concurrency = params["count"], params["concurrency"]
+    # wait_reply=False: send right behind SYN_STREAM, as h2 sends DATA behind HEADERS.
+    wait_reply = params.get("wait_reply", True)
     async with _session(port, params) as session:
-        await _churn(session, min(count, 50), concurrency)
+        await _churn(session, min(count, 50), concurrency, wait_reply)
         timer = await start_timed()
-        await _churn(session, count, concurrency)
+        await _churn(session, count, concurrency, wait_reply)
         result = timer.result(count=count)
     return result
 
