@@ -96,6 +96,10 @@ DEFAULT_PING_TIMEOUT = 30.0
 DEFAULT_OPEN_TIMEOUT = 30.0
 #: streams the peer opened that wait for accept() before new ones are refused.
 DEFAULT_ACCEPT_BACKLOG = 128
+#: header bytes (names + values, inflated) that streams waiting for accept() may
+#: hold in all: header blocks compress ~1000:1, so without this a peer could park
+#: accept_backlog x max_header_block (32 MiB) for a few hundred bytes on the wire.
+DEFAULT_ACCEPT_BACKLOG_BYTES = 1 << 20
 #: queued-but-unwritten bytes above which senders wait: bounds memory per session.
 DEFAULT_WRITE_BUFFER = 1 << 20
 
@@ -135,6 +139,9 @@ class SessionOptions:
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     max_header_block: int = DEFAULT_MAX_HEADER_BLOCK
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
+    #: header bytes the accept backlog may hold; beyond it, REFUSED_STREAM
+    #: (one stream is always let in, whatever its headers' size).
+    accept_backlog_bytes: int = DEFAULT_ACCEPT_BACKLOG_BYTES
     write_buffer_size: int = DEFAULT_WRITE_BUFFER
 
     @classmethod
@@ -190,6 +197,7 @@ class Session(trio.abc.Listener[Stream]):
         )
         self._streams: dict[int, Stream] = {}
         self._accept_queue: deque[Stream] = deque()
+        self._backlog_bytes = 0  # header bytes of the streams in _accept_queue
         self._accept_lot = ParkingLot()
         self._open_lot = ParkingLot()
         self._writer_lot = ParkingLot()
@@ -303,6 +311,7 @@ class Session(trio.abc.Listener[Stream]):
                 stream._mark_broken(_LocalClose("session closed before accept()"))
                 self._try(conn.reset_stream, stream.stream_id, RstStatus.REFUSED_STREAM)
             self._accept_queue.clear()
+            self._backlog_bytes = 0
             conn.go_away(GoAwayStatus.OK)
         self._draining = True
         self._want_eof = True
@@ -468,6 +477,7 @@ class Session(trio.abc.Listener[Stream]):
         while True:
             while self._accept_queue:
                 stream = self._accept_queue.popleft()
+                self._backlog_bytes -= _headers_size(stream.headers)
                 if stream._broken is not None:
                     continue
                 if self._conn.stream_state(stream.stream_id) is StreamState.CLOSED and (
@@ -927,9 +937,14 @@ class Session(trio.abc.Listener[Stream]):
 
     def _on_stream_opened(self, ev: StreamOpened) -> None:
         conn = self._conn
-        if self._closing or len(self._accept_queue) >= self.options.accept_backlog:
+        queue = self._accept_queue
+        size = _headers_size(ev.headers)
+        if self._closing or len(queue) >= self.options.accept_backlog or (
+            queue and self._backlog_bytes + size > self.options.accept_backlog_bytes
+        ):
             self._try(conn.reset_stream, ev.stream_id, RstStatus.REFUSED_STREAM)
             return
+        self._backlog_bytes += size
         stream = Stream(self, ev.stream_id, ev.headers, local=False)
         if ev.ended:
             stream._eof = True
@@ -1035,6 +1050,11 @@ class Session(trio.abc.Listener[Stream]):
         self._space_waiters = set()
         for stream in waiters:
             stream._wake()
+
+
+def _headers_size(headers: Headers) -> int:
+    """Bytes of names and values in ``headers`` (what they hold in memory, roughly)."""
+    return sum(len(name) + sum(map(len, values)) for name, values in headers.items_all())
 
 
 def _unwritten(bufs: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
