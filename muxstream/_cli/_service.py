@@ -130,7 +130,8 @@ async def connect(
     server refuses the token.
     """
     headers = [("authorization", f"Bearer {token}")] if token else []
-    from ..transport import open_tls_stream, open_upgraded_stream, open_websocket_stream
+    from ..transport import open_upgraded_stream, open_websocket_stream
+    from ..transport._tls import connect as connect_transport
 
     stream: trio.abc.Stream
     with trio.fail_after(timeout):
@@ -145,12 +146,10 @@ async def connect(
                 address.host, address.port, MUX_PATH, method="POST", headers=headers,
                 ssl_context=ssl_context, handshake_timeout=timeout,
             )
-        elif ssl_context is not None:
-            stream = await open_tls_stream(
-                address.host, address.port, ssl_context, handshake_timeout=timeout
-            )
         else:
-            stream = await trio.open_tcp_stream(address.host, address.port)
+            stream = await connect_transport(
+                address.host, address.port, ssl_context=ssl_context, handshake_timeout=timeout
+            )
     # A transport that cannot half-close (TLS) would leave both ends waiting for
     # the other's EOF until close_timeout; as the client we end the connection at
     # that point instead, as client-go does (nothing we owe is lost by then).

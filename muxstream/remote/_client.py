@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +30,7 @@ from ..transport import (
     wrap_upgrade_client,
     wrap_websocket_client,
 )
+from ..transport._tls import connect
 from ._channels import (
     PROTOCOL_VERSIONS,
     STREAM_TYPE_HEADER,
@@ -86,15 +88,19 @@ class RemoteEndpoint:
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError(f"bad endpoint URL {self.url!r}")
         port = split.port or (443 if split.scheme == "https" else 80)
+        context = None
+        if split.scheme == "https":
+            context = self.ssl_context or ssl.create_default_context()
+        # One bound for TCP connect and TLS handshake together (TooSlowError);
+        # a cancelled handshake still closes the socket.
         with trio.fail_after(self.connect_timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(split.hostname, port)
-            if split.scheme == "https":
-                context = self.ssl_context or ssl.create_default_context()
-                tls = trio.SSLStream(
-                    stream, context, server_hostname=split.hostname, https_compatible=True
-                )
-                await tls.do_handshake()
-                stream = tls
+            stream = await connect(
+                split.hostname,
+                port,
+                ssl_context=context,
+                https_compatible=True,  # API servers may close without close_notify
+                handshake_timeout=math.inf,
+            )
         return stream, split.netloc
 
 

@@ -74,21 +74,28 @@ async def connect(
     *,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    https_compatible: bool = False,
     handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 ) -> trio.abc.Stream:
     """Connect over TCP, and over TLS on top of it when *ssl_context* is given.
 
     The client side shared by the connecting helpers (upgrade, WebSocket,
-    ``open_tcp_session``): plain ``trio.open_tcp_stream`` without a context,
-    :func:`open_tls_stream` with one (TLS is opt-in here, unlike there).
+    ``open_tcp_session``, the CLI client, ``remote.RemoteEndpoint``): plain
+    ``trio.open_tcp_stream`` without a context, :func:`open_tls_stream` with one
+    (TLS is opt-in here, unlike there).
 
     Args:
         host, port: where to connect.
         ssl_context: None for plain TCP.
         server_hostname: name to verify and send as SNI; defaults to *host*.
             Ignored without *ssl_context*.
+        https_compatible: passed to ``trio.SSLStream`` (True where the peer may
+            close without ``close_notify``, as HTTPS servers do). Ignored without
+            *ssl_context*.
         handshake_timeout: bound on the TLS handshake, in seconds (the TCP
             connect is bounded only by the OS, as ``trio.open_tcp_stream`` is).
+            ``math.inf`` leaves the bound to an enclosing cancel scope, which
+            then cancels the handshake and still closes the socket.
 
     Returns:
         A ``trio.SocketStream`` (half-closeable) or a handshaken
@@ -107,6 +114,7 @@ async def connect(
         port,
         ssl_context,
         server_hostname=server_hostname,
+        https_compatible=https_compatible,
         handshake_timeout=handshake_timeout,
     )
 
