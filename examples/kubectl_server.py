@@ -15,14 +15,23 @@ must be run with `--insecure-no-auth` (kubectl never sends tokens over HTTP):
 see examples/kubeconfig.yaml. The "pod" is named `demo` with container
 `main`; commands run in the server's working directory, without a shell;
 `attach` connects to a shared `cat -n` process unless `--attach` says otherwise.
+
+Beyond loopback (`--host 10.0.0.2`, `--host 0.0.0.0`, ...) the server needs
+`--tls-dir` (the certificate and the kubeconfig then name that host; a wildcard
+keeps 127.0.0.1) or, behind a TLS-terminating proxy that passes the token on,
+`--insecure-no-tls` (`RemoteServerConfig(insecure_no_tls=True)`);
+`--insecure-no-auth` is refused there. A refusal is one line on stderr and exit
+status 1, before anything binds.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import ssl
+import sys
 
 import trio
 
@@ -33,7 +42,7 @@ kind: Config
 clusters:
 - name: muxstream
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{host}:{port}
     certificate-authority: {ca}
 users:
 - name: muxstream
@@ -46,62 +55,92 @@ current-context: muxstream
 """
 
 
-def make_tls(directory: str) -> ssl.SSLContext:
-    """Write a throwaway CA to ``directory``; return a server context it signed."""
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def client_host(bind_host: str) -> str:
+    """The address kubectl should dial: the bound one, or 127.0.0.1 for a wildcard."""
+    return "127.0.0.1" if bind_host in WILDCARDS else bind_host
+
+
+def make_tls(directory: str, host: str) -> ssl.SSLContext:
+    """Write a throwaway CA to ``directory``; return a server context it signed,
+    for 127.0.0.1, localhost and ``host``."""
     import trustme
 
     os.makedirs(directory, exist_ok=True)
     ca = trustme.CA()
     ca.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    names = dict.fromkeys(["127.0.0.1", "localhost", client_host(host)])
+    ca.issue_cert(*names).configure_cert(context)
     return context
 
 
-def write_kubeconfig(directory: str, port: int, token: str) -> str:
+def write_kubeconfig(directory: str, host: str, port: int, token: str) -> str:
     path = os.path.join(directory, "kubeconfig.yaml")
     ca = os.path.join(directory, "ca.pem")
+    host = client_host(host)
     with open(path, "w") as f:
-        f.write(KUBECONFIG.format(port=port, ca=ca, token=token))
+        f.write(KUBECONFIG.format(host=f"[{host}]" if ":" in host else host, port=port,
+                                  ca=ca, token=token))
     return path
 
 
-async def main() -> None:
+async def main() -> str | None:
+    """Serve until interrupted; return a one-line error if the service cannot start."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     parser.add_argument("--port", type=int, default=6443)
     parser.add_argument("--token", default=os.environ.get("MUXSTREAM_TOKEN"))
     parser.add_argument("--tls-dir", help="write a CA, certificate and kubeconfig here; serve TLS")
     parser.add_argument("--insecure-no-auth", action="store_true", help="no authentication")
+    parser.add_argument(
+        "--insecure-no-tls",
+        action="store_true",
+        help="allow a non-loopback --host without TLS (only behind a TLS proxy or a VPN)",
+    )
     parser.add_argument("--attach", default="cat -n", help="the process `kubectl attach` joins")
     parser.add_argument("--allow", action="append", help="allowed argv[0] (repeatable)")
     args = parser.parse_args()
     if args.tls_dir and not args.token:
         parser.error("--tls-dir needs --token")
-    context = make_tls(args.tls_dir) if args.tls_dir else None
+    context = make_tls(args.tls_dir, args.host) if args.tls_dir else None
     async with LocalBackend(attach_commands={"main": shlex.split(args.attach)}) as backend:
-        config = RemoteServerConfig(
-            token=args.token,
-            insecure_no_auth=args.insecure_no_auth,
-            allowed_commands=args.allow,
-            backend=backend,
-            api=KubeApi({"demo": ["main"]}),
+        try:
+            config = RemoteServerConfig(
+                token=args.token,
+                insecure_no_auth=args.insecure_no_auth,
+                insecure_no_tls=args.insecure_no_tls,
+                allowed_commands=args.allow,
+                backend=backend,
+                api=KubeApi({"demo": ["main"]}),
+            )
+        except ValueError as exc:  # no authentication asked for, or a malformed token
+            return f"kubectl_server: error: {exc} (here: --token, or --insecure-no-auth)"
+        serve = functools.partial(
+            serve_remote, config, args.port, host=args.host, ssl_context=context
         )
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                lambda task_status: serve_remote(
-                    config, args.port, host=args.host, ssl_context=context, task_status=task_status
-                )
-            )
+            try:
+                listeners = await nursery.start(serve)
+            except ValueError as exc:
+                # serve_remote refuses, before binding, a host beyond loopback
+                # without TLS (unless insecure_no_tls) or without authentication.
+                hint = "--tls-dir or --insecure-no-tls; --insecure-no-auth is loopback-only"
+                return f"kubectl_server: error: {exc} (here: {hint})"
+            except OSError as exc:
+                return f"kubectl_server: error: cannot listen on {args.host}:{args.port}: {exc}"
             port = bound_port(listeners)
             if args.tls_dir:
-                path = write_kubeconfig(args.tls_dir, port, args.token)
+                path = write_kubeconfig(args.tls_dir, args.host, port, args.token)
                 print(f"kubeconfig: {path}", flush=True)
             print(f"serving on {args.host}:{port}", flush=True)
+    return None
 
 
 if __name__ == "__main__":
     try:
-        trio.run(main)
+        sys.exit(trio.run(main))
     except KeyboardInterrupt:
         pass
