@@ -152,3 +152,51 @@ async def test_open_tcp_session_tls_handshake_timeout_is_too_slow_error(
                                               handshake_timeout=5.0):
             pytest.fail("the handshake cannot have finished")
 
+
+
+@pytest.mark.parametrize("https_compatible", [False, True])
+async def test_connect_passes_https_compatible_to_the_tls_stream(
+    nursery: trio.Nursery,
+    server_ssl_context: ssl.SSLContext,
+    client_ssl_context: ssl.SSLContext,
+    https_compatible: bool,
+) -> None:
+    port = await _echo_listener(nursery, server_ssl_context)
+    with trio.fail_after(20):
+        stream = await connect("127.0.0.1", port, ssl_context=client_ssl_context,
+                               server_hostname="localhost", https_compatible=https_compatible)
+        assert isinstance(stream, trio.SSLStream)
+        assert stream._https_compatible is https_compatible
+        await stream.aclose()
+
+
+async def test_remote_endpoint_connects_https_compatible(
+    nursery: trio.Nursery,
+    server_ssl_context: ssl.SSLContext,
+    client_ssl_context: ssl.SSLContext,
+) -> None:
+    from muxstream.remote import RemoteEndpoint
+
+    port = await _echo_listener(nursery, server_ssl_context)
+    endpoint = RemoteEndpoint(f"https://localhost:{port}", ssl_context=client_ssl_context)
+    with trio.fail_after(20):
+        stream, host = await endpoint.connect()
+    assert isinstance(stream, trio.SSLStream) and stream._https_compatible is True
+    assert host == f"localhost:{port}"
+    await stream.aclose()
+
+
+async def test_remote_endpoint_connect_is_bounded_by_connect_timeout(
+    nursery: trio.Nursery,
+    client_ssl_context: ssl.SSLContext,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from muxstream.remote import RemoteEndpoint
+
+    silent = await _silent_listener(nursery)  # never answers the TLS handshake
+    slow = RemoteEndpoint(f"https://localhost:{silent}", ssl_context=client_ssl_context,
+                          connect_timeout=7)
+    start = trio.current_time()
+    with trio.fail_after(60), pytest.raises(trio.TooSlowError):
+        await slow.connect()
+    assert trio.current_time() - start == pytest.approx(7)
