@@ -110,6 +110,10 @@ _RECV_SIZE = 1 << 20
 _DIRECT_RECV = 32 * 1024
 #: Write from the task that queued the frames when the writer is idle (see _kick).
 _INLINE_WRITES = hasattr(os, "writev")
+#: Bytes the reader may read and process between two yields to the scheduler.
+_YIELD_BYTES = 256 * 1024
+#: ... counting each read as this many bytes, so a stream of tiny reads yields too.
+_YIELD_PER_READ = 8 * 1024
 #: One read's size on other transports (TLS, WebSocket, upgraded HTTP).
 _STREAM_RECV_SIZE = 64 * 1024
 #: One write's size: at least ~256 KiB per send call (PERFORMANCE.md).
@@ -749,14 +753,35 @@ class Session(trio.abc.Listener[Stream]):
             view = memoryview(buf)
             conn = self._conn
 
+            unyielded = 0
+
             async def recv_into() -> bytes | memoryview:
-                due = conn.data_due
-                if due >= _DIRECT_RECV:
-                    # The rest of a large DATA frame: the kernel writes it straight
-                    # into the bytes object the stream hands out (no user-space copy).
-                    return await sock.recv(due if due < _RECV_SIZE else _RECV_SIZE)
-                n = await sock.recv_into(buf)
-                return view[:n]
+                # Non-blocking reads straight on the descriptor, yielding to the
+                # scheduler once per _YIELD_BYTES (trio's socket methods yield on
+                # every call): after a large DATA frame, read the next frame's header
+                # alone, then its payload into the very bytes object the stream
+                # hands out -- no copy, and no extra scheduler pass for it.
+                nonlocal unyielded
+                while True:
+                    fd = sock.fileno()
+                    if fd < 0:
+                        raise trio.ClosedResourceError("the socket was closed")
+                    hint = conn.read_hint
+                    try:
+                        if hint >= _DIRECT_RECV:
+                            data: bytes | memoryview = os.read(
+                                fd, hint if hint < _RECV_SIZE else _RECV_SIZE)
+                        else:
+                            data = view[: os.readv(fd, (view[:-hint] if hint else buf,))]
+                    except (BlockingIOError, InterruptedError):
+                        unyielded = 0
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    unyielded += len(data) + _YIELD_PER_READ
+                    if unyielded >= _YIELD_BYTES or not data:
+                        unyielded = 0
+                        await checkpoint()
+                    return data
 
             return recv_into
 

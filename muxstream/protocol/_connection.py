@@ -695,6 +695,13 @@ class Connection:
         """
         return self._decoder.data_due
 
+    @property
+    def read_hint(self) -> int:
+        """The decoder's advice for the next read (see ``FrameDecoder.read_hint``):
+        ``n > 0`` payload bytes due, ``< 0`` read only a frame header, ``0`` read
+        all that is available."""
+        return self._decoder.read_hint
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the transport; return what the peer did.
 

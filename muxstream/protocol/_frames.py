@@ -223,6 +223,9 @@ def encode_frame(frame: Frame, compressor: HeaderCompressor | None = None) -> by
 
 # --- decoding -----------------------------------------------------------------
 
+#: DATA payloads from this size on make :attr:`FrameDecoder.read_hint` suggest
+#: reading the next frame's header alone (then its payload with no copy).
+LARGE_DATA = 64 * 1024
 _S_HEADER = 0
 _S_DATA = 1
 _S_CONTROL = 2
@@ -260,6 +263,7 @@ class FrameDecoder:
         self._pending = bytearray()  # a partial frame header or control payload
         self._chunk: memoryview = memoryview(b"")
         self._whole: bytes | None = None  # the chunk itself when it is ``bytes``
+        self._last_data_length = 0  # length of the latest DATA frame's payload
         self._pos = 0
         self._state = _S_HEADER
         self._remaining = 0  # payload bytes still due (DATA, CONTROL, DISCARD)
@@ -292,6 +296,25 @@ class FrameDecoder:
         """
         if self._state == _S_DATA and self._pos == len(self._chunk):
             return self._remaining
+        return 0
+
+    @property
+    def read_hint(self) -> int:
+        """How a reader that wants to save copies should read next.
+
+        ``n > 0``: :attr:`data_due` -- receive up to ``n`` bytes as one ``bytes``
+        object. ``-FRAME_HEADER_SIZE``: everything is parsed, at a frame boundary,
+        right after a DATA frame of at least :data:`LARGE_DATA` bytes -- the next
+        frame is likely large too, so read just its header, then its payload
+        directly. ``0``: no hint, read as much as is available.
+        """
+        if self._pos != len(self._chunk):
+            return 0
+        if self._state == _S_DATA:
+            return self._remaining
+        if (self._state == _S_HEADER and not self._pending
+                and self._last_data_length >= LARGE_DATA):
+            return -FRAME_HEADER_SIZE
         return 0
 
     def release(self) -> None:
@@ -359,6 +382,7 @@ class FrameDecoder:
                     raise RemoteProtocolError.session("DATA frame on stream 0")
                 self._stream_id = stream_id
                 self._remaining = length
+                self._last_data_length = length
                 if length > self.max_data_frame:
                     self._state = _S_DISCARD
                     raise RemoteProtocolError.stream(

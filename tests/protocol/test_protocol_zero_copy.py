@@ -56,3 +56,29 @@ def test_connection_exposes_data_due_and_delivers_the_same_object() -> None:
     pieces = [e for e in events if isinstance(e, DataReceived)]
     assert len(pieces) == 1 and pieces[0].data is tail
     assert receiver.data_due == 0
+
+
+def test_read_hint_asks_for_a_header_alone_after_a_large_data_frame() -> None:
+    from muxstream.protocol._frames import FRAME_HEADER_SIZE, LARGE_DATA
+
+    dec = FrameDecoder()
+    assert dec.read_hint == 0  # nothing seen yet: read all there is
+    small = encode_data_header(1, 10) + bytes(10)
+    dec.receive(small)
+    assert dec.next_frame() is not None and dec.next_frame() is None
+    assert dec.read_hint == 0  # after a small frame: read all there is
+    big = encode_data_header(1, LARGE_DATA) + bytes(LARGE_DATA)
+    dec.receive(big[:FRAME_HEADER_SIZE])
+    assert dec.next_frame() is None
+    assert dec.read_hint == LARGE_DATA  # its payload is due
+    payload = big[FRAME_HEADER_SIZE:]
+    dec.receive(payload)
+    frame = dec.next_frame()
+    assert isinstance(frame, DataFrame) and frame.data is payload
+    assert dec.read_hint == -FRAME_HEADER_SIZE  # next: a header alone
+    dec.receive(small[:3])  # a short read of that header
+    assert dec.next_frame() is None
+    assert dec.read_hint == 0  # partial header pending: read all there is
+    dec.receive(small[3:])
+    assert isinstance(dec.next_frame(), DataFrame)
+    assert dec.read_hint == 0

@@ -176,3 +176,44 @@ async def test_inline_writes_keep_order_when_the_kernel_takes_only_part() -> Non
                     nursery.start_soon(receive_one, await server.accept())
             assert got == payloads
             assert client._unsent == []
+
+
+async def test_mixed_frame_sizes_over_tcp_arrive_intact() -> None:
+    """The TCP reader reads a frame header alone after a large DATA frame and the
+    payload straight into the bytes it hands out: any mix of sizes, interleaved
+    with PINGs and a second stream, must arrive byte for byte."""
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+    sizes = [rng.choice([1, 7, 100, 4096, 65_535, 65_536, 65_537, 131_072, 300_001])
+             for _ in range(120)]
+    with trio.fail_after(60):
+        async with open_session_pair(await open_tcp_transport_pair(),
+                                     **NO_KEEPALIVE) as (client, server):
+            sent = {0: hashlib.sha256(), 1: hashlib.sha256()}
+            got: dict[int, str] = {}
+
+            async def produce(n: int) -> None:
+                stream = await client.open_stream({"n": str(n)}, wait_reply=False)
+                for i, size in enumerate(sizes[n::2]):
+                    chunk = bytes([(i + n) % 251]) * size
+                    sent[n].update(chunk)
+                    await stream.send_all(chunk)
+                    if i % 5 == 0:
+                        await client.ping()
+                await stream.send_eof()
+
+            async def consume(stream: muxstream.Stream) -> None:
+                digest = hashlib.sha256()
+                while chunk := await stream.receive_some():
+                    assert isinstance(chunk, bytes)
+                    digest.update(chunk)
+                got[int(stream.headers["n"])] = digest.hexdigest()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce, 0)
+                nursery.start_soon(produce, 1)
+                for _ in range(2):
+                    nursery.start_soon(consume, await server.accept())
+            assert got == {n: h.hexdigest() for n, h in sent.items()}
