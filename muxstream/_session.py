@@ -417,11 +417,15 @@ class Session(trio.abc.Listener[Stream]):
             end_stream: send FIN with SYN_STREAM (we will send no data).
             timeout: seconds to wait for the reply (default ``open_timeout``).
             wait_reply: False returns as soon as SYN_STREAM is queued, without
-                waiting a round trip for SYN_REPLY (SPDY lets data follow
-                SYN_STREAM at once; spdystream's own ``CreateStream`` does the
-                same). A refusal then surfaces on the stream's next call as
-                ``trio.BrokenResourceError``; :meth:`Stream.wait_reply` waits
-                for the reply later, and ``reply_headers`` is empty until then.
+                waiting a round trip for SYN_REPLY: SPDY lets data follow
+                SYN_STREAM at once. A muxstream peer keeps such data for the
+                stream; spdystream drops DATA that arrives before its stream
+                handler replied, which is safe only with handlers that reply at
+                once (spdystream's own and Kubernetes' do; the handler runs
+                before spdystream reads the next frame). A refusal surfaces on
+                the stream's next call as ``trio.BrokenResourceError``;
+                :meth:`Stream.wait_reply` waits for the reply later, and
+                ``reply_headers`` is empty until then.
 
         Raises:
             StreamOpenTimeout: no reply in time (the stream is reset).
