@@ -217,3 +217,68 @@ async def test_mixed_frame_sizes_over_tcp_arrive_intact() -> None:
                 for _ in range(2):
                     nursery.start_soon(consume, await server.accept())
             assert got == {n: h.hexdigest() for n, h in sent.items()}
+
+
+async def test_ping_timeouts_fire_on_time_in_any_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One task enforces every ping's deadline: a later ping with a shorter
+    timeout must still time out first, each exactly at its own deadline."""
+    async with trio.open_nursery() as nursery:
+        a, b = trio.testing.memory_stream_pair()
+        session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
+        session._start(nursery)
+
+        async def deaf_peer() -> None:  # reads everything, answers nothing
+            while await b.receive_some():
+                pass
+
+        nursery.start_soon(deaf_peer)
+        fired: dict[str, float] = {}
+
+        async def ping(name: str, timeout: float) -> None:
+            with pytest.raises(muxstream.PingTimeout):
+                await session.ping(timeout=timeout)
+            fired[name] = trio.current_time()
+
+        async with trio.open_nursery() as pings:
+            pings.start_soon(ping, "long", 30)
+            await trio.sleep(1)
+            pings.start_soon(ping, "short", 2)
+            await trio.sleep(1)
+            pings.start_soon(ping, "middle", 10)
+        assert fired == {"long": pytest.approx(30), "short": pytest.approx(3),
+                         "middle": pytest.approx(12)}
+        # Answered and timed-out pings leave nothing behind.
+        assert not session._pings
+        assert all(pid not in session._pings for _d, pid in session._ping_deadlines)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_ping_waiting_when_the_session_closes_hard_wakes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        a, b = trio.testing.memory_stream_pair()
+        session = Session(a, CLIENT, SessionOptions.from_kwargs(
+            {**NO_KEEPALIVE, "close_timeout": 1}))
+        session._start(nursery)
+
+        async def deaf_peer() -> None:
+            while await b.receive_some():
+                pass
+
+        nursery.start_soon(deaf_peer)
+        woke: list[float] = []
+
+        async def ping() -> None:
+            with pytest.raises((trio.ClosedResourceError, trio.BrokenResourceError)):
+                await session.ping(timeout=100)
+            woke.append(trio.current_time())
+
+        nursery.start_soon(ping)
+        await trio.testing.wait_all_tasks_blocked()
+        await session.aclose()  # the deaf peer never sends EOF: hard close at 1 s
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke and woke[0] < 5
+        nursery.cancel_scope.cancel()
