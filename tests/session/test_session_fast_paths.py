@@ -45,6 +45,21 @@ class _RawPeer:
             self.events += self.conn.receive_data(data)
 
 
+
+def _client(nursery: trio.Nursery, **options: object) -> tuple[Session, trio.abc.Stream]:
+    """A client session over a memory stream, started; and the far end's transport."""
+    a, b = trio.testing.memory_stream_pair()
+    session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
+    session._start(nursery)
+    return session, b
+
+
+async def _deaf(transport: trio.abc.Stream) -> None:
+    """A peer that reads everything and answers nothing."""
+    while await transport.receive_some():
+        pass
+
+
 async def test_open_without_reply_sends_data_at_once_and_gets_the_echo(make_link) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(20):
         async with open_session_pair(await make_link(), **NO_KEEPALIVE) as (client, server):
@@ -71,9 +86,7 @@ async def test_open_without_reply_sends_data_at_once_and_gets_the_echo(make_link
 async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_them() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b = trio.testing.memory_stream_pair()
-            session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
-            session._start(nursery)
+            session, b = _client(nursery)
             peer = _RawPeer(b)
             stream = await session.open_stream({"kind": "x"}, wait_reply=False)
             await stream.send_all(b"early")
@@ -94,9 +107,7 @@ async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_th
 async def test_refused_stream_surfaces_on_the_next_call() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b = trio.testing.memory_stream_pair()
-            session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
-            session._start(nursery)
+            session, b = _client(nursery)
             peer = _RawPeer(b)
             stream = await session.open_stream(wait_reply=False)
             opened = await peer.read_until(StreamOpened)
@@ -114,10 +125,7 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
 
 async def test_wait_reply_times_out_and_resets(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        a, b = trio.testing.memory_stream_pair()
-        session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE,
-                                                                 "open_timeout": 5}))
-        session._start(nursery)
+        session, b = _client(nursery, open_timeout=5)
         peer = _RawPeer(b)
         stream = await session.open_stream(wait_reply=False)
         assert trio.current_time() == 0  # no round trip waited
@@ -225,15 +233,8 @@ async def test_ping_timeouts_fire_on_time_in_any_order(
     """One task enforces every ping's deadline: a later ping with a shorter
     timeout must still time out first, each exactly at its own deadline."""
     async with trio.open_nursery() as nursery:
-        a, b = trio.testing.memory_stream_pair()
-        session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
-        session._start(nursery)
-
-        async def deaf_peer() -> None:  # reads everything, answers nothing
-            while await b.receive_some():
-                pass
-
-        nursery.start_soon(deaf_peer)
+        session, b = _client(nursery)
+        nursery.start_soon(_deaf, b)
         fired: dict[str, float] = {}
 
         async def ping(name: str, timeout: float) -> None:
@@ -259,16 +260,8 @@ async def test_a_ping_waiting_when_the_session_closes_hard_wakes_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        a, b = trio.testing.memory_stream_pair()
-        session = Session(a, CLIENT, SessionOptions.from_kwargs(
-            {**NO_KEEPALIVE, "close_timeout": 1}))
-        session._start(nursery)
-
-        async def deaf_peer() -> None:
-            while await b.receive_some():
-                pass
-
-        nursery.start_soon(deaf_peer)
+        session, b = _client(nursery, close_timeout=1)
+        nursery.start_soon(_deaf, b)
         woke: list[float] = []
 
         async def ping() -> None:
