@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-Only the reader task reads the transport and only the writer task writes it
-(ARCHITECTURE.md rule 2). Everything else -- stream sends, window credits, pings,
-resets -- is a synchronous change to the sans-IO :class:`~muxstream.protocol.Connection`
-followed by a wake-up of the task that has to act on it. Background tasks never
+Only the reader task reads the transport (ARCHITECTURE.md rule 2). Writes keep the
+rule's point -- one ordered byte stream, never two writers interleaving -- with one
+refinement measured to pay (docs/performance.md): on TCP, when the writer task holds
+no bytes of its own, the task that just queued frames writes them itself with one
+non-blocking ``writev`` and no await, so nothing can interleave; whatever the kernel
+does not take goes to the writer, which sends it before anything else, and nothing
+is written inline once the writer is busy or has sent the transport's FIN
+(``_kick``). Everything else -- stream sends, window credits, pings, resets -- is a
+synchronous change to the sans-IO :class:`~muxstream.protocol.Connection` followed by
+a wake-up of the task that has to act on it (or that inline write). Background tasks never
 raise into user code: a failure becomes ``Session._error`` and every blocked call
 wakes with ``trio.BrokenResourceError`` chained to it.
 
