@@ -63,7 +63,6 @@ from .protocol import (
     DEFAULT_INITIAL_WINDOW,
     DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_HEADER_BLOCK,
-    DEFAULT_MAX_SEND_FRAME,
     DEFAULT_SESSION_WINDOW,
     Connection,
     DataReceived,
@@ -146,7 +145,9 @@ class SessionOptions:
     open_timeout: float = DEFAULT_OPEN_TIMEOUT
     initial_window: int = DEFAULT_INITIAL_WINDOW
     session_window: int = DEFAULT_SESSION_WINDOW
-    max_frame_size: int = DEFAULT_MAX_SEND_FRAME
+    #: largest DATA frame written; None: 512 KiB (DEFAULT_MAX_SEND_FRAME) to a peer
+    #: that announced flow control (muxstream), 128 KiB to one that did not (spdystream).
+    max_frame_size: int | None = None
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     max_header_block: int = DEFAULT_MAX_HEADER_BLOCK
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
