@@ -1,8 +1,9 @@
 """Stream: one multiplexed stream, a ``trio.abc.HalfCloseableStream``.
 
-A Stream never touches the transport. Sending queues DATA on the session's
-sans-IO connection and wakes the writer task; receiving takes bytes the reader
-task already put in this stream's buffer. Every async method is a checkpoint.
+A Stream never touches the transport itself. Sending queues DATA on the session's
+sans-IO connection and asks the session to move it (``Session._kick``: written at
+once if the writer task is idle, else by the writer); receiving takes bytes the
+reader task already put in this stream's buffer. Every async method is a checkpoint.
 """
 
 from __future__ import annotations
