@@ -39,7 +39,7 @@ from ._channels import (
     StreamType,
     encode_close,
 )
-from ._collapse import collapse_groups
+from ._collapse import acollapse_groups, collapse_groups
 from ._exec_ws import PING_INTERVAL, PING_TIMEOUT, ChannelSendStream, demux_messages
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
@@ -482,6 +482,7 @@ async def _open_remote_process(
                 nursery.cancel_scope.cancel()
 
 
+@acollapse_groups()
 async def run_remote(
     endpoint: RemoteEndpoint,
     pod: str,
@@ -500,30 +501,6 @@ async def run_remote(
     is discarded, not echoed). With ``check`` a non-zero exit raises
     ``subprocess.CalledProcessError``, as ``trio.run_process`` does.
     """
-    with collapse_groups():
-        return await _run_remote(
-            endpoint,
-            pod,
-            command,
-            stdin=stdin,
-            container=container,
-            capture_stdout=capture_stdout,
-            capture_stderr=capture_stderr,
-            check=check,
-        )
-
-
-async def _run_remote(
-    endpoint: RemoteEndpoint,
-    pod: str,
-    command: Sequence[str],
-    *,
-    stdin: bytes | None,
-    container: str | None,
-    capture_stdout: bool,
-    capture_stderr: bool,
-    check: bool,
-) -> subprocess.CompletedProcess[bytes]:
     async with open_remote_process(
         endpoint,
         pod,

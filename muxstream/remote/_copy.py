@@ -20,7 +20,7 @@ from pathlib import Path
 import trio
 
 from ._client import RemoteEndpoint, open_remote_process
-from ._collapse import collapse_groups
+from ._collapse import acollapse_groups
 
 #: ``progress(done_bytes, total_bytes_or_None)``, called as data moves.
 ProgressCallback = Callable[[int, int | None], None]
@@ -80,6 +80,7 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+@acollapse_groups()
 async def copy_to_remote(
     endpoint: RemoteEndpoint,
     pod: str,
@@ -94,21 +95,6 @@ async def copy_to_remote(
     Returns the number of payload bytes (file contents) sent. Raises
     :class:`CopyError` if the remote tar fails.
     """
-    with collapse_groups():
-        return await _copy_to_remote(
-            endpoint, pod, local_path, remote_path, container=container, progress=progress
-        )
-
-
-async def _copy_to_remote(
-    endpoint: RemoteEndpoint,
-    pod: str,
-    local_path: str | os.PathLike[str],
-    remote_path: str,
-    *,
-    container: str | None = None,
-    progress: ProgressCallback | None = None,
-) -> int:
     source = Path(local_path)
     total = _tree_size(source)
     remote_dir = posixpath.dirname(remote_path.rstrip("/")) or "."
@@ -171,6 +157,7 @@ async def _copy_to_remote(
     return total
 
 
+@acollapse_groups()
 async def copy_from_remote(
     endpoint: RemoteEndpoint,
     pod: str,
@@ -187,21 +174,6 @@ async def copy_from_remote(
     :class:`CopyError` if the remote tar fails, ``tarfile.TarError`` (e.g.
     ``FilterError``) for an unsafe or corrupt archive.
     """
-    with collapse_groups():
-        return await _copy_from_remote(
-            endpoint, pod, remote_path, local_path, container=container, progress=progress
-        )
-
-
-async def _copy_from_remote(
-    endpoint: RemoteEndpoint,
-    pod: str,
-    remote_path: str,
-    local_path: str | os.PathLike[str],
-    *,
-    container: str | None = None,
-    progress: ProgressCallback | None = None,
-) -> int:
     destination = Path(local_path)
     remote_dir = posixpath.dirname(remote_path.rstrip("/")) or "."
     remote_name = posixpath.basename(remote_path.rstrip("/"))
