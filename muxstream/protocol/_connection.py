@@ -696,20 +696,15 @@ class Connection:
     # --- receiving ----------------------------------------------------------
 
     @property
-    def data_due(self) -> int:
-        """Bytes still due in the DATA frame being received, if all else is parsed.
-
-        A reader that receives at most this many bytes into a fresh ``bytes``
-        object and passes it to :meth:`receive_data` has them delivered in a
-        :class:`DataReceived` event without being copied (0: no such frame).
-        """
-        return self._decoder.data_due
-
-    @property
     def read_hint(self) -> int:
-        """The decoder's advice for the next read (see ``FrameDecoder.read_hint``):
-        ``n > 0`` payload bytes due, ``< 0`` read only a frame header, ``0`` read
-        all that is available."""
+        """The decoder's advice for the next read (see ``FrameDecoder.read_hint``).
+
+        ``n > 0``: bytes still due in the DATA frame being received; a reader
+        that receives at most that many into a fresh ``bytes`` object and passes
+        it to :meth:`receive_data` has them delivered in a :class:`DataReceived`
+        event without being copied. ``< 0``: read only a frame header. ``0``:
+        read all that is available.
+        """
         return self._decoder.read_hint
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:

@@ -308,11 +308,10 @@ class FrameDecoder:
         frame is likely large too, so read just its header, then its payload
         directly. ``0``: no hint, read as much as is available.
         """
-        if self._pos != len(self._chunk):
-            return 0
-        if self._state == _S_DATA:
-            return self._remaining
-        if (self._state == _S_HEADER and not self._pending
+        due = self.data_due
+        if due:
+            return due
+        if (self._state == _S_HEADER and self._pos == len(self._chunk) and not self._pending
                 and self._last_data_length >= LARGE_DATA):
             return -FRAME_HEADER_SIZE
         return 0

@@ -40,7 +40,7 @@ def test_bytes_chunks_with_more_than_payload_are_still_copied_correctly() -> Non
     assert dec.data_due == 0
 
 
-def test_connection_exposes_data_due_and_delivers_the_same_object() -> None:
+def test_connection_read_hint_and_the_same_object_delivered() -> None:
     sender = Connection(Role.CLIENT)
     receiver = Connection(Role.SERVER)
     receiver.receive_data(sender.data_to_send())
@@ -50,12 +50,12 @@ def test_connection_exposes_data_due_and_delivers_the_same_object() -> None:
     wire = sender.data_to_send()
     split = len(wire) - 40_000
     receiver.receive_data(bytearray(wire[:split]))
-    assert receiver.data_due == 40_000
+    assert receiver.read_hint == 40_000
     tail = wire[split:]
     events = receiver.receive_data(tail)
     pieces = [e for e in events if isinstance(e, DataReceived)]
     assert len(pieces) == 1 and pieces[0].data is tail
-    assert receiver.data_due == 0
+    assert receiver.read_hint == -8  # nothing due; after 64 KiB of DATA, a header alone
 
 
 def test_read_hint_asks_for_a_header_alone_after_a_large_data_frame() -> None:
