@@ -122,11 +122,17 @@ class Stream(trio.abc.HalfCloseableStream):
 
     # --- sending ------------------------------------------------------------------
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
         """Send ``data``; returns once all of it is queued for the writer task.
 
         Waits for the peer's flow-control window (muxstream peers) and for room
         in the session's write buffer, so memory stays bounded.
+
+        Args:
+            data: the bytes to send (the caller may reuse its buffer on return).
+            eof: also half-close, as :meth:`send_eof` would: FIN rides on the
+                last DATA frame (as h2's ``end_stream``), one frame fewer than
+                ``send_all(data)`` then ``send_eof()`` once that data is on the wire.
 
         Raises:
             trio.BusyResourceError: another task is sending on this stream.
@@ -147,6 +153,9 @@ class Stream(trio.abc.HalfCloseableStream):
             conn = session._conn
             if not total:
                 await checkpoint()
+                if eof:
+                    self._check_send()
+                    session._end_stream(self)
                 return
             while off < total:
                 room = session._send_room(self)
@@ -155,9 +164,15 @@ class Stream(trio.abc.HalfCloseableStream):
                     self._check_send()
                     continue
                 n = min(room, total - off)
-                conn.send_data(self.stream_id, view[off : off + n] if n < total else data)
                 off += n
+                end = eof and off == total
+                conn.send_data(self.stream_id, view[off - n : off] if n < total else data,
+                               end_stream=end)
+                if end:
+                    self._sent_eof = True
                 session._data_queued()
+            if eof:
+                session._forget_if_done(self)
             await checkpoint()
         finally:
             self._busy_send = False

@@ -104,7 +104,7 @@ async def _serve_stream(stream: Any, held: list[Any]) -> None:
             parts = []
             while data := await stream.receive_some(CHUNK):
                 parts.append(data)
-            await stream.send_all(b"".join(parts))
+            await stream.send_all(b"".join(parts), eof=True)  # FIN on the DATA, as h2's
             await stream.aclose()
         elif mode == "sink":
             while await stream.receive_some(CHUNK):
@@ -245,8 +245,7 @@ async def bulk_client(port: int, params: Params) -> Result:
 
 async def _echo(session: Any, wait_reply: bool = True) -> None:
     stream = await session.open_stream(headers={"mode": "echo"}, wait_reply=wait_reply)
-    await stream.send_all(CHURN_MESSAGE)
-    await stream.send_eof()
+    await stream.send_all(CHURN_MESSAGE, eof=True)  # as the h2 peer's end_stream=True
     reply = b""
     while data := await stream.receive_some(4096):
         reply += data

@@ -133,6 +133,9 @@ DEFAULT_MAX_SEND_FRAME = 512 * 1024
 #: 50 frames per worker before TCP backpressure starts, so its memory grows with
 #: our frame size.
 UNCONTROLLED_MAX_SEND_FRAME = 128 * 1024
+#: Flag bits as plain ints: ``frame.flags & Flag.FIN`` builds an enum per test.
+_FIN = int(Flag.FIN)
+_UNIDIRECTIONAL = int(Flag.UNIDIRECTIONAL)
 #: Streams closed by our RST whose late frames are silently dropped.
 _RESET_MEMORY = 4096
 #: Answers (PING echoes, RST_STREAMs) a peer may have queued but not yet read
@@ -558,10 +561,28 @@ class Connection:
                 )
             st.their_window -= n
             self.their_session_window -= n
-        elif end_stream:
+        elif end_stream and not self._fin_on_queued_data(st, stream_id):
             self._queue_ordered(encode_data_header(stream_id, 0, Flag.FIN), 8, st)
         if end_stream:
             self._local_fin(st)
+
+    def _fin_on_queued_data(self, st: _Stream, stream_id: int) -> bool:
+        """Set FIN on this stream's DATA frame if it is the last one queued.
+
+        ``send_all(data)`` then ``send_eof()`` costs one frame instead of two
+        whenever the data has not been handed out yet (h2 peers do the same
+        with ``end_stream``); nothing else may sit between them in the queue.
+        """
+        ordered = self._ordered
+        if not st.queued or not ordered:
+            return False
+        owner, counted, item = ordered[-1]
+        if owner is not st or not isinstance(item, tuple):
+            return False
+        payload = item[1]
+        ordered[-1] = (owner, counted,
+                       (encode_data_header(stream_id, len(payload), Flag.FIN), payload))
+        return True
 
     def end_stream(self, stream_id: int) -> None:
         """Half-close our side: an empty DATA frame with FIN."""
@@ -827,7 +848,7 @@ class Connection:
                                RstStatus.FLOW_CONTROL_ERROR)
         if n:
             events.append(DataReceived(sid, frame.data))
-        if frame.flags & Flag.FIN:
+        if int(frame.flags) & _FIN:
             self._remote_fin(st)
             events.append(StreamEnded(sid))
 
@@ -851,8 +872,8 @@ class Connection:
             return
         st = _Stream(sid, local=False, our_window=self.initial_window,
                      their_window=self._peer_initial_window)
-        fin = bool(frame.flags & Flag.FIN)
-        uni = bool(frame.flags & Flag.UNIDIRECTIONAL)
+        fin = bool(int(frame.flags) & _FIN)
+        uni = bool(int(frame.flags) & _UNIDIRECTIONAL)
         if fin and uni:
             st.state = StreamState.CLOSED
         elif fin:
@@ -876,7 +897,7 @@ class Connection:
             self._stream_error(f"unexpected SYN_REPLY on stream {sid}", sid,
                                RstStatus.STREAM_IN_USE)
         st.replied = True
-        fin = bool(frame.flags & Flag.FIN)
+        fin = bool(int(frame.flags) & _FIN)
         events.append(ReplyReceived(sid, frame.headers, fin))
         if fin:
             self._remote_fin(st)
@@ -891,7 +912,7 @@ class Connection:
         if st.they_sent_fin:
             self._stream_error(f"HEADERS after FIN on stream {sid}", sid,
                                RstStatus.STREAM_ALREADY_CLOSED)
-        fin = bool(frame.flags & Flag.FIN)
+        fin = bool(int(frame.flags) & _FIN)
         events.append(HeadersReceived(sid, frame.headers, fin))
         if fin:
             self._remote_fin(st)

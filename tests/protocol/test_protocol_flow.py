@@ -359,8 +359,7 @@ def test_ordered_reset_follows_the_streams_data_and_fin() -> None:
     conn.end_stream(sid)
     conn.reset_stream(sid, RstStatus.CANCEL, ordered=True)
     assert peer.read(conn) == [
-        DataFrame(sid, b"d" * 1000),
-        DataFrame(sid, b"", Flag.FIN),
+        DataFrame(sid, b"d" * 1000, Flag.FIN),  # FIN rides on the queued DATA
         RstStreamFrame(sid, RstStatus.CANCEL),
     ]
 

@@ -1,0 +1,155 @@
+"""``Stream.send_all(data, eof=True)``: data and FIN in one call and one frame.
+
+A short exchange (exec's stdin, an RPC body) sends its bytes then half-closes;
+with ``eof=True`` the FIN rides on the last DATA frame, as h2's ``end_stream``
+does, instead of following as an empty DATA frame.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from muxstream import CLIENT, Session, SessionOptions
+from muxstream.protocol import Connection, Role, StreamOpened
+from muxstream.protocol._constants import Flag
+from muxstream.protocol._frames import DataFrame, FrameDecoder
+from muxstream.testing import open_session_pair
+
+NO_KEEPALIVE = {"keepalive_interval": None}
+
+
+async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(20):
+        async with open_session_pair(await make_link(), **NO_KEEPALIVE) as (client, server):
+            async with trio.open_nursery() as nursery:
+
+                async def echo() -> None:
+                    async for stream in server:
+                        data = await stream.receive_all()
+                        assert stream.eof_received
+                        await stream.send_all(data[::-1], eof=True)
+                        await stream.aclose()
+
+                nursery.start_soon(echo)
+                for size in (1, 100, 70_000, 1 << 20):
+                    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+                    stream = await client.open_stream()
+                    await stream.send_all(payload, eof=True)
+                    with trio.testing.assert_checkpoints():
+                        await stream.send_eof()  # already half-closed: a no-op
+                    try:
+                        await stream.send_all(b"more")
+                    except trio.ClosedResourceError:
+                        pass
+                    else:  # pragma: no cover - the failure being tested for
+                        raise AssertionError("send_all after eof=True must raise")
+                    assert await stream.receive_all() == payload[::-1]
+                    await stream.aclose()
+                nursery.cancel_scope.cancel()
+
+
+class _Wire:
+    """The far end as a sans-IO connection that records every DATA frame it reads."""
+
+    def __init__(self, transport: trio.abc.Stream, **options: int) -> None:
+        self.transport = transport
+        self.conn = Connection(Role.SERVER, **options)
+        self.decoder = FrameDecoder()
+        self.frames: list[DataFrame] = []
+        self.events: list[object] = []
+
+    async def pump(self) -> None:
+        """Read once: decode for the record, feed the connection, answer."""
+        data = await self.transport.receive_some()
+        assert data, "the session closed the transport"
+        self.decoder.receive(data)
+        while (frame := self.decoder.next_frame()) is not None:
+            if isinstance(frame, DataFrame):
+                self.frames.append(frame)
+        self.events += self.conn.receive_data(data)
+        out = self.conn.data_to_send()
+        if out:
+            await self.transport.send_all(out)
+
+
+def _client(nursery: trio.Nursery) -> tuple[Session, trio.abc.Stream]:
+    a, b = trio.testing.memory_stream_pair()
+    session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
+    session._start(nursery)
+    return session, b
+
+
+async def test_a_short_send_with_eof_is_one_data_frame_carrying_fin() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            session, b = _client(nursery)
+            wire = _Wire(b)
+            stream = await session.open_stream(wait_reply=False)
+            await stream.send_all(b"hello", eof=True)
+            while not any(f.flags & Flag.FIN for f in wire.frames):
+                await wire.pump()
+            assert [(f.data, f.flags) for f in wire.frames] == [(b"hello", Flag.FIN)]
+            nursery.cancel_scope.cancel()
+
+
+async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            session, b = _client(nursery)
+            wire = _Wire(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
+            payload = b"w" * (200 * 1024)
+
+            async def far_end() -> None:
+                while True:
+                    await wire.pump()
+                    for ev in wire.events:
+                        if isinstance(ev, StreamOpened):
+                            wire.conn.send_reply(ev.stream_id)
+                    wire.events.clear()
+                    # read everything at once: credit the window back
+                    for f in wire.frames[-1:]:
+                        wire.conn.acknowledge_received_data(f.stream_id, len(f.data))
+                    out = wire.conn.data_to_send()
+                    if out:
+                        await wire.transport.send_all(out)
+
+            nursery.start_soon(far_end)
+            stream = await session.open_stream()
+            await stream.send_all(payload, eof=True)
+            while not any(f.flags & Flag.FIN for f in wire.frames):
+                await trio.sleep(0)
+            pieces = [f for f in wire.frames if f.data or f.flags]
+            assert b"".join(f.data for f in pieces) == payload
+            assert len(pieces) > 1
+            fins = [bool(f.flags & Flag.FIN) for f in pieces]
+            assert fins == [False] * (len(pieces) - 1) + [True]
+            assert all(f.data for f in pieces)  # no empty FIN frame after the data
+            nursery.cancel_scope.cancel()
+
+
+async def test_empty_send_with_eof_is_send_eof() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            session, b = _client(nursery)
+            wire = _Wire(b)
+            stream = await session.open_stream(wait_reply=False)
+            await stream.send_all(b"", eof=True)
+            while not wire.frames:
+                await wire.pump()
+            assert [(f.data, f.flags) for f in wire.frames] == [(b"", Flag.FIN)]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_ended_both_ways_by_send_all_eof_leaves_the_table() -> None:
+    with trio.fail_after(10):
+        async with open_session_pair(**NO_KEEPALIVE) as (client, server):
+            stream = await client.open_stream(wait_reply=False)  # the reply comes on accept()
+            peer = await server.accept()
+            await peer.send_all(b"first", eof=True)
+            assert await stream.receive_all() == b"first"
+            assert client.statistics().streams_open == 1
+            await stream.send_all(b"second", eof=True)
+            # both FINs are through: the slot is free before aclose()
+            assert client.statistics().streams_open == 0
+            assert await peer.receive_all() == b"second"
