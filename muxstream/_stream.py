@@ -158,7 +158,7 @@ class Stream(trio.abc.HalfCloseableStream):
                     session._end_stream(self)
                 return
             while off < total:
-                room = session._send_room(self)
+                room = session._send_room(self, total - off)
                 if room <= 0:
                     await self._lot.park()
                     self._check_send()

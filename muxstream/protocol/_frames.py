@@ -226,6 +226,9 @@ def encode_frame(frame: Frame, compressor: HeaderCompressor | None = None) -> by
 #: DATA payloads from this size on make :attr:`FrameDecoder.read_hint` suggest
 #: reading the next frame's header alone (then its payload with no copy).
 LARGE_DATA = 64 * 1024
+#: Payload still due from which :attr:`FrameDecoder.read_hint` suggests receiving
+#: it directly as one ``bytes`` object, whatever the frame's size.
+DIRECT_READ = 32 * 1024
 _S_HEADER = 0
 _S_DATA = 1
 _S_CONTROL = 2
@@ -270,6 +273,7 @@ class FrameDecoder:
         self._chunk: memoryview = memoryview(b"")
         self._whole: bytes | None = None  # the chunk itself when it is ``bytes``
         self._last_data_length = 0  # length of the latest DATA frame's payload
+        self._small_run = 2  # DATA frames under LARGE_DATA since the last large one (max 2)
         self._pos = 0
         self._state = _S_HEADER
         self._remaining = 0  # payload bytes still due (DATA, CONTROL, DISCARD)
@@ -309,16 +313,25 @@ class FrameDecoder:
         """How a reader that wants to save copies should read next.
 
         ``n > 0``: :attr:`data_due` -- receive up to ``n`` bytes as one ``bytes``
-        object. ``-FRAME_HEADER_SIZE``: everything is parsed, at a frame boundary,
-        right after a DATA frame of at least :data:`LARGE_DATA` bytes -- the next
-        frame is likely large too, so read just its header, then its payload
-        directly. ``0``: no hint, read as much as is available.
+        object (given when at least :data:`DIRECT_READ` bytes are due, or while
+        large frames arrive, as below). ``-FRAME_HEADER_SIZE``:
+        everything is parsed, at a frame boundary, and one of the last two DATA
+        frames had at least :data:`LARGE_DATA` bytes -- the next frame is likely
+        large too (one small frame in between, a sender's leftover, does not
+        change that), so read just its header, then its payload directly.
+        ``0``: no hint, read as much as is available.
         """
         due = self.data_due
         if due:
-            return due
+            # Among large frames, a small payload (a large frame's tail, or a
+            # sender's leftover) comes directly too: read into a shared buffer,
+            # it would bring the next frames along, and their payloads would be
+            # copied (16 busy streams: 46 % of all bytes were).
+            if due >= DIRECT_READ or self._small_run < 2:
+                return due
+            return 0
         if (self._state == _S_HEADER and self._pos == len(self._chunk) and not self._pending
-                and self._last_data_length >= LARGE_DATA):
+                and self._small_run < 2):
             return -FRAME_HEADER_SIZE
         return 0
 
@@ -388,6 +401,10 @@ class FrameDecoder:
                 self._stream_id = stream_id
                 self._remaining = length
                 self._last_data_length = length
+                if length >= LARGE_DATA:
+                    self._small_run = 0
+                elif self._small_run < 2:
+                    self._small_run += 1
                 if length > self.max_data_frame:
                     self._state = _S_DISCARD
                     raise RemoteProtocolError.stream(

@@ -81,4 +81,35 @@ def test_read_hint_asks_for_a_header_alone_after_a_large_data_frame() -> None:
     assert dec.read_hint == 0  # partial header pending: read all there is
     dec.receive(small[3:])
     assert isinstance(dec.next_frame(), DataFrame)
-    assert dec.read_hint == 0
+    # one small frame among large ones (a sender's leftover) keeps the mode...
+    assert dec.read_hint == -FRAME_HEADER_SIZE
+    dec.receive(small)
+    assert isinstance(dec.next_frame(), DataFrame)
+    assert dec.read_hint == 0  # ...a second one in a row ends it: read all there is
+
+
+def test_small_payloads_among_large_frames_are_read_directly() -> None:
+    """A small payload due while large frames arrive (a large frame's tail, or a
+    leftover frame) is asked for alone: read into the shared buffer, it would
+    bring the next large frame along and that payload would be copied."""
+    from muxstream.protocol._frames import DIRECT_READ, FRAME_HEADER_SIZE, LARGE_DATA
+
+    dec = FrameDecoder()
+    small = encode_data_header(1, 100) + bytes(100)
+    dec.receive(small[:FRAME_HEADER_SIZE + 10])
+    assert isinstance(dec.next_frame(), DataFrame) and dec.next_frame() is None
+    assert dec.read_hint == 0  # small frames only: read all there is
+    dec.receive(small[FRAME_HEADER_SIZE + 10:])
+    assert isinstance(dec.next_frame(), DataFrame)
+    big = encode_data_header(1, LARGE_DATA) + bytes(LARGE_DATA)
+    dec.receive(big[: len(big) - 1000])  # a large frame, all but its last 1000 bytes
+    while dec.next_frame() is not None:
+        pass
+    assert 1000 < DIRECT_READ and dec.read_hint == 1000  # its tail: alone
+    tail = big[len(big) - 1000:]
+    dec.receive(tail)
+    frame = dec.next_frame()
+    assert isinstance(frame, DataFrame) and frame.data is tail
+    dec.receive(small[:FRAME_HEADER_SIZE])  # a leftover frame's header, read alone
+    assert dec.next_frame() is None
+    assert dec.read_hint == 100  # its payload: alone too

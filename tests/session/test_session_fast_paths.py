@@ -275,3 +275,27 @@ async def test_a_ping_waiting_when_the_session_closes_hard_wakes_at_once(
         await trio.testing.wait_all_tasks_blocked()
         assert woke and woke[0] < 5
         nursery.cancel_scope.cancel()
+
+
+def test_a_sender_waits_for_a_worthwhile_piece_of_write_buffer_room() -> None:
+    """Other senders' leftovers (a few bytes of room) are not worth a DATA frame:
+    the sender waits for _MIN_PIECE of room, or for what it has left if less."""
+    from muxstream._session import _MIN_PIECE
+    from muxstream._stream import Stream
+    from muxstream.protocol import Headers
+
+    a, _b = trio.testing.memory_stream_pair()
+    limit = 1 << 20
+    session = Session(a, CLIENT, SessionOptions.from_kwargs(
+        {**NO_KEEPALIVE, "write_buffer_size": limit}))
+    conn = session._conn
+    filler, sid = conn.open_stream(), conn.open_stream()
+    stream = Stream(session, sid, Headers(), local=True)
+    while (room := limit - conn.ordered_bytes) > 100 + 8:  # each frame has an 8-byte header
+        conn.send_data(filler, b"f" * min(room - 100 - 8, 100_000))
+    assert limit - conn.ordered_bytes == 100
+    assert session._send_room(stream, 1 << 20) == 0  # a sliver: wait
+    assert stream in session._space_waiters
+    assert session._send_room(stream, 100) == 100  # all it has left fits: go
+    conn.buffers_to_send(_MIN_PIECE)  # the writer took a batch: room >= _MIN_PIECE
+    assert session._send_room(stream, 1 << 20) >= _MIN_PIECE
