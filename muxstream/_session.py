@@ -115,6 +115,9 @@ _RECV_SIZE = 1 << 20
 _INLINE_WRITES = hasattr(os, "writev")
 #: Write-buffer room a sender waits for rather than queue part of its data.
 _MIN_PIECE = 128 * 1024
+#: A read shorter than asked for and than this emptied the socket: wait before
+#: the next one instead of trying it (saves an EAGAIN system call per PING).
+_SMALL_READ = 4096
 #: Bytes the reader may read and process between two yields to the scheduler.
 _YIELD_BYTES = 256 * 1024
 #: ... counting each read as this many bytes, so a stream of tiny reads yields too.
@@ -475,6 +478,7 @@ class Session(trio.abc.Listener[Stream]):
 
     async def _wait_reply(self, stream: Stream, limit: float) -> None:
         """Wait up to ``limit`` s for ``stream``'s SYN_REPLY; reset it on failure."""
+        stream._awaiting_reply += 1
         try:
             with trio.move_on_after(limit) as scope:
                 while not stream._replied and stream._broken is None:
@@ -482,6 +486,8 @@ class Session(trio.abc.Listener[Stream]):
         except BaseException:
             self._reset_stream(stream, RstStatus.CANCEL)
             raise
+        finally:
+            stream._awaiting_reply -= 1
         if scope.cancelled_caught:
             self._reset_stream(stream, RstStatus.CANCEL)
             raise StreamOpenTimeout(
@@ -812,6 +818,7 @@ class Session(trio.abc.Listener[Stream]):
             conn = self._conn
 
             unyielded = 0
+            drained = False
 
             async def recv_into() -> bytes | memoryview:
                 # Non-blocking reads straight on the descriptor, yielding to the
@@ -819,24 +826,34 @@ class Session(trio.abc.Listener[Stream]):
                 # every call): after a large DATA frame, read the next frame's header
                 # alone, then its payload into the very bytes object the stream
                 # hands out -- no copy, and no extra scheduler pass for it.
-                nonlocal unyielded
+                # A short, small read (a PING, a short stream's frames) emptied the
+                # socket: the next read would fail with EAGAIN, so wait first.
+                nonlocal unyielded, drained
                 while True:
+                    if drained:
+                        drained = False
+                        unyielded = 0
+                        await trio.lowlevel.wait_readable(sock)
                     fd = sock.fileno()
                     if fd < 0:
                         raise trio.ClosedResourceError("the socket was closed")
                     hint = conn.read_hint
                     try:
                         if hint > 0:  # payload due: into a fresh bytes, no copy
-                            data: bytes | memoryview = os.read(
-                                fd, hint if hint < _RECV_SIZE else _RECV_SIZE)
+                            want = hint if hint < _RECV_SIZE else _RECV_SIZE
+                            data: bytes | memoryview = os.read(fd, want)
                         else:
-                            data = view[: os.readv(fd, (view[:-hint] if hint else buf,))]
+                            want = -hint if hint else _RECV_SIZE
+                            data = view[: os.readv(fd, (view[:want],))]
                     except (BlockingIOError, InterruptedError):
                         unyielded = 0
                         await trio.lowlevel.wait_readable(sock)
                         continue
-                    unyielded += len(data) + _YIELD_PER_READ
-                    if unyielded >= _YIELD_BYTES or not data:
+                    n = len(data)
+                    if n < _SMALL_READ and n < want:
+                        drained = True
+                    unyielded += n + _YIELD_PER_READ
+                    if unyielded >= _YIELD_BYTES or not n:
                         unyielded = 0
                         await checkpoint()
                     return data
@@ -957,7 +974,11 @@ class Session(trio.abc.Listener[Stream]):
                     stream._replied = True
                     if ev.ended:
                         stream._eof = True
-                    stream._wake()
+                        stream._wake()
+                    elif stream._awaiting_reply:
+                        # Only reply waiters care: a receiver woken now would find
+                        # nothing and park again (one wasted pass per short stream).
+                        stream._wake()
             elif isinstance(ev, WindowUpdated):
                 if ev.stream_id == 0:
                     for s in streams.values():

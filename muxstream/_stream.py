@@ -13,7 +13,12 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
-from trio.lowlevel import ParkingLot, checkpoint
+from trio.lowlevel import (
+    ParkingLot,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+)
 
 from ._errors import StreamResetError
 from .protocol import Headers, RstStatus
@@ -37,6 +42,7 @@ class Stream(trio.abc.HalfCloseableStream):
     """
 
     __slots__ = (
+        "_awaiting_reply",
         "_broken",
         "_buffer",
         "_buffered",
@@ -69,6 +75,7 @@ class Stream(trio.abc.HalfCloseableStream):
         self._local_closed = False  # aclose() or reset() here
         self._broken: BaseException | None = None  # why it can no longer work
         self._replied = False
+        self._awaiting_reply = 0  # tasks in Session._wait_reply
         self._busy_send = False
         self._busy_receive = False
         # One lot for every waiter on this stream (senders, receivers, openers):
@@ -143,6 +150,7 @@ class Stream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._busy_send = True
         try:
+            await checkpoint_if_cancelled()  # cancelled: nothing is queued
             self._check_send()
             if not isinstance(data, bytes):
                 data = bytes(data)  # the caller may reuse its buffer once we return
@@ -152,15 +160,16 @@ class Stream(trio.abc.HalfCloseableStream):
             session = self._session
             conn = session._conn
             if not total:
-                await checkpoint()
                 if eof:
-                    self._check_send()
                     session._end_stream(self)
+                await cancel_shielded_checkpoint()
                 return
+            waited = False
             while off < total:
                 room = session._send_room(self, total - off)
                 if room <= 0:
-                    await self._lot.park()
+                    await self._lot.park()  # cancelled here: what was queued is sent
+                    waited = True
                     self._check_send()
                     continue
                 n = min(room, total - off)
@@ -173,7 +182,8 @@ class Stream(trio.abc.HalfCloseableStream):
                 session._data_queued()
             if eof:
                 session._forget_if_done(self)
-            await checkpoint()
+            if not waited:
+                await cancel_shielded_checkpoint()
         finally:
             self._busy_send = False
 
@@ -224,19 +234,27 @@ class Stream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._busy_receive = True
         try:
+            # As trio's sockets do: a cancellation is taken before anything is
+            # (taking the bytes, then raising Cancelled, would drop them), and a
+            # call that had to wait has had its checkpoint (no second yield).
+            await checkpoint_if_cancelled()
+            waited = False
             while True:
                 if self._local_closed:
                     raise trio.ClosedResourceError("stream was closed")
                 if self._buffer:
                     data = self._take(max_bytes)
-                    await checkpoint()
+                    if not waited:
+                        await cancel_shielded_checkpoint()
                     return data
                 if self._eof:
-                    await checkpoint()
+                    if not waited:
+                        await cancel_shielded_checkpoint()
                     return b""
                 if self._broken is not None:
                     self._raise_broken()
                 await self._lot.park()
+                waited = True
         finally:
             self._busy_receive = False
 

@@ -89,6 +89,7 @@ from ._frames import (
     WindowUpdateFrame,
     encode_data_header,
     encode_frame,
+    encode_ping,
 )
 from ._headers import (
     DEFAULT_MAX_HEADER_BLOCK,
@@ -622,7 +623,7 @@ class Connection:
         if self._next_ping_id > 0xFFFFFFFF:
             self._next_ping_id = 1 if self.role is Role.CLIENT else 2
         self._outstanding_pings.add(pid)
-        self._urgent.append(PingFrame(pid))
+        self._urgent.append(encode_ping(pid))
         return pid
 
     def go_away(self, status: int = GoAwayStatus.OK, *, urgent: bool = False) -> None:
@@ -814,7 +815,7 @@ class Connection:
                     self._outstanding_pings.discard(frame.ping_id)
                     events.append(PingAcked(frame.ping_id))
             else:
-                self._urgent.append(frame)
+                self._urgent.append(encode_ping(frame.ping_id))
                 self._queued_answers += 1
                 events.append(PingReceived(frame.ping_id))
         elif isinstance(frame, SettingsFrame):

@@ -299,3 +299,36 @@ def test_a_sender_waits_for_a_worthwhile_piece_of_write_buffer_room() -> None:
     assert session._send_room(stream, 100) == 100  # all it has left fits: go
     conn.buffers_to_send(_MIN_PIECE)  # the writer took a batch: room >= _MIN_PIECE
     assert session._send_room(stream, 1 << 20) >= _MIN_PIECE
+
+
+async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PING's read empties the socket: trying another read at once would only
+    fail with EAGAIN (one wasted system call per small message, each side)."""
+    import os as real_os
+    import types
+
+    from muxstream import _session
+
+    failed = 0
+
+    def readv(fd: int, buffers: object) -> int:
+        nonlocal failed
+        try:
+            return real_os.readv(fd, buffers)  # type: ignore[arg-type]
+        except BlockingIOError:
+            failed += 1
+            raise
+
+    fake_os = types.SimpleNamespace(**{**vars(real_os), "readv": readv})
+    monkeypatch.setattr(_session, "os", fake_os)
+    with trio.fail_after(20):
+        async with open_session_pair(await open_tcp_transport_pair(), **NO_KEEPALIVE) as (
+            client, _server,
+        ):
+            await client.ping()
+            failed = 0
+            for _ in range(50):
+                await client.ping()
+    assert failed < 10  # was about 2 per ping (one on each side)
