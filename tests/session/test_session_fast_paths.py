@@ -18,7 +18,7 @@ from muxstream import CLIENT, Session, SessionOptions
 from muxstream.protocol import Connection, DataReceived, Role, RstStatus, StreamOpened
 from muxstream.testing import open_session_pair, open_tcp_transport_pair
 
-NO_KEEPALIVE = {"keepalive_interval": None}
+from ._helpers import NO_KEEPALIVE, start_client
 
 
 class _RawPeer:
@@ -43,15 +43,6 @@ class _RawPeer:
             data = await self.transport.receive_some()
             assert data, "the session closed the transport"
             self.events += self.conn.receive_data(data)
-
-
-
-def _client(nursery: trio.Nursery, **options: object) -> tuple[Session, trio.abc.Stream]:
-    """A client session over a memory stream, started; and the far end's transport."""
-    a, b = trio.testing.memory_stream_pair()
-    session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
-    session._start(nursery)
-    return session, b
 
 
 async def _deaf(transport: trio.abc.Stream) -> None:
@@ -86,7 +77,7 @@ async def test_open_without_reply_sends_data_at_once_and_gets_the_echo(make_link
 async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_them() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            session, b = _client(nursery)
+            session, b = start_client(nursery)
             peer = _RawPeer(b)
             stream = await session.open_stream({"kind": "x"}, wait_reply=False)
             await stream.send_all(b"early")
@@ -107,7 +98,7 @@ async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_th
 async def test_refused_stream_surfaces_on_the_next_call() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            session, b = _client(nursery)
+            session, b = start_client(nursery)
             peer = _RawPeer(b)
             stream = await session.open_stream(wait_reply=False)
             opened = await peer.read_until(StreamOpened)
@@ -125,7 +116,7 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
 
 async def test_wait_reply_times_out_and_resets(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
-        session, b = _client(nursery, open_timeout=5)
+        session, b = start_client(nursery, open_timeout=5)
         peer = _RawPeer(b)
         stream = await session.open_stream(wait_reply=False)
         assert trio.current_time() == 0  # no round trip waited
@@ -233,7 +224,7 @@ async def test_ping_timeouts_fire_on_time_in_any_order(
     """One task enforces every ping's deadline: a later ping with a shorter
     timeout must still time out first, each exactly at its own deadline."""
     async with trio.open_nursery() as nursery:
-        session, b = _client(nursery)
+        session, b = start_client(nursery)
         nursery.start_soon(_deaf, b)
         fired: dict[str, float] = {}
 
@@ -260,7 +251,7 @@ async def test_a_ping_waiting_when_the_session_closes_hard_wakes_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        session, b = _client(nursery, close_timeout=1)
+        session, b = start_client(nursery, close_timeout=1)
         nursery.start_soon(_deaf, b)
         woke: list[float] = []
 

@@ -7,16 +7,16 @@ does, instead of following as an empty DATA frame.
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
-from muxstream import CLIENT, Session, SessionOptions
 from muxstream.protocol import Connection, Role, StreamOpened
 from muxstream.protocol._constants import Flag
 from muxstream.protocol._frames import DataFrame, FrameDecoder
 from muxstream.testing import open_session_pair
 
-NO_KEEPALIVE = {"keepalive_interval": None}
+from ._helpers import NO_KEEPALIVE, start_client
 
 
 async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # type: ignore[no-untyped-def]
@@ -73,30 +73,24 @@ class _Wire:
             await self.transport.send_all(out)
 
 
-def _client(nursery: trio.Nursery) -> tuple[Session, trio.abc.Stream]:
-    a, b = trio.testing.memory_stream_pair()
-    session = Session(a, CLIENT, SessionOptions.from_kwargs(NO_KEEPALIVE))
-    session._start(nursery)
-    return session, b
-
-
-async def test_a_short_send_with_eof_is_one_data_frame_carrying_fin() -> None:
+@pytest.mark.parametrize("payload", [b"hello", b""])
+async def test_a_short_send_with_eof_is_one_data_frame_carrying_fin(payload: bytes) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            session, b = _client(nursery)
+            session, b = start_client(nursery)
             wire = _Wire(b)
             stream = await session.open_stream(wait_reply=False)
-            await stream.send_all(b"hello", eof=True)
+            await stream.send_all(payload, eof=True)  # b"": the same as send_eof()
             while not any(f.flags & Flag.FIN for f in wire.frames):
                 await wire.pump()
-            assert [(f.data, f.flags) for f in wire.frames] == [(b"hello", Flag.FIN)]
+            assert [(f.data, f.flags) for f in wire.frames] == [(payload, Flag.FIN)]
             nursery.cancel_scope.cancel()
 
 
 async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            session, b = _client(nursery)
+            session, b = start_client(nursery)
             wire = _Wire(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
             payload = b"w" * (200 * 1024)
 
@@ -125,19 +119,6 @@ async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send(
             fins = [bool(f.flags & Flag.FIN) for f in pieces]
             assert fins == [False] * (len(pieces) - 1) + [True]
             assert all(f.data for f in pieces)  # no empty FIN frame after the data
-            nursery.cancel_scope.cancel()
-
-
-async def test_empty_send_with_eof_is_send_eof() -> None:
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            session, b = _client(nursery)
-            wire = _Wire(b)
-            stream = await session.open_stream(wait_reply=False)
-            await stream.send_all(b"", eof=True)
-            while not wire.frames:
-                await wire.pump()
-            assert [(f.data, f.flags) for f in wire.frames] == [(b"", Flag.FIN)]
             nursery.cancel_scope.cancel()
 
 
