@@ -39,7 +39,7 @@ from ._channels import (
     StreamType,
     encode_close,
 )
-from ._collapse import acollapse_groups, collapse_groups
+from ._collapse import collapse_groups
 from ._exec_ws import PING_INTERVAL, PING_TIMEOUT, ChannelSendStream, demux_messages
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
@@ -387,7 +387,10 @@ async def open_remote_process(
     Leaving the block closes the connection; if the command is still running
     the endpoint kills it. Raises :class:`RemoteError` if the endpoint refuses,
     ``trio.BrokenResourceError`` if the connection breaks. Exceptions come out
-    as themselves, not wrapped in an ExceptionGroup.
+    as themselves, not wrapped in an ExceptionGroup -- also those raised in the
+    body of the ``async with``, so a nursery there whose tasks all saw the one
+    broken connection raises that one error (``run_remote`` and the copy
+    functions rely on this).
     """
     with collapse_groups():
         async with _open_remote_process(
@@ -482,7 +485,6 @@ async def _open_remote_process(
                 nursery.cancel_scope.cancel()
 
 
-@acollapse_groups()
 async def run_remote(
     endpoint: RemoteEndpoint,
     pod: str,

@@ -10,7 +10,7 @@ count as one. Groups with distinct exceptions are left alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import trio
 
@@ -42,10 +42,3 @@ def collapse_groups() -> Iterator[None]:
         if inner is None:
             raise
         raise inner from inner.__cause__
-
-
-@contextlib.asynccontextmanager
-async def acollapse_groups() -> AsyncIterator[None]:
-    """:func:`collapse_groups` for ``async with`` stacks."""
-    with collapse_groups():
-        yield

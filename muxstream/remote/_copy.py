@@ -20,7 +20,6 @@ from pathlib import Path
 import trio
 
 from ._client import RemoteEndpoint, open_remote_process
-from ._collapse import acollapse_groups
 
 #: ``progress(done_bytes, total_bytes_or_None)``, called as data moves.
 ProgressCallback = Callable[[int, int | None], None]
@@ -80,7 +79,6 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-@acollapse_groups()
 async def copy_to_remote(
     endpoint: RemoteEndpoint,
     pod: str,
@@ -157,7 +155,6 @@ async def copy_to_remote(
     return total
 
 
-@acollapse_groups()
 async def copy_from_remote(
     endpoint: RemoteEndpoint,
     pod: str,

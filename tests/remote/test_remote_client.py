@@ -253,3 +253,21 @@ async def test_client_certificate_authenticates_over_tls(transport: str, tmp_pat
         with pytest.raises((trio.BrokenResourceError, ssl.SSLError, OSError, TransportError)):
             await run_remote(anonymous, "demo", ["touch", str(marker)])
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_run_remote_reports_a_dead_connection_as_one_error(transport: str) -> None:
+    """The connection dies while stdout and stderr are both being read: run_remote
+    raises the one BrokenResourceError, not an ExceptionGroup of its tasks'."""
+    from ._remote_helpers import cutting_proxy
+
+    async with remote_server(transport) as endpoint:
+        port = int(endpoint.url.rsplit(":", 1)[1])
+        async with cutting_proxy(port, 1024 * 1024, downstream=True) as (proxy_port, cut):
+            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
+            with trio.fail_after(60):
+                with pytest.raises(trio.BrokenResourceError) as info:
+                    await run_remote(via_proxy, "demo", [
+                        "sh", "-c", "head -c 16777216 /dev/zero; head -c 65536 /dev/zero >&2"])
+            assert not isinstance(info.value, BaseExceptionGroup)
+            assert cut.is_set()
