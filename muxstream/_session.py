@@ -201,6 +201,8 @@ class Session(trio.abc.Listener[Stream]):
         self.transport = transport
         self.role = role
         self.options = options
+        # an empty write buffer must always have room for a piece (_send_room)
+        self._min_piece = max(1, min(_MIN_PIECE, options.write_buffer_size // 2))
         self._conn = Connection(
             role,
             initial_window=options.initial_window,
@@ -550,14 +552,16 @@ class Session(trio.abc.Listener[Stream]):
         """How much of ``want`` bytes ``stream`` may queue now (0: it must wait).
 
         A sender waits until the write buffer has room for ``want`` bytes or
-        ``_MIN_PIECE``, whichever is less, rather than queue the sliver other
-        senders left (16 busy streams sent 1 in 5 DATA frames under 64 KiB,
-        some of 8 bytes): each frame costs on both sides, and a small one
-        breaks the receiver's header-then-payload reads.
+        ``_MIN_PIECE`` (at most half the write buffer), whichever is less,
+        rather than queue the sliver other senders left (16 busy streams sent
+        1 in 5 DATA frames under 64 KiB, some of 8 bytes): each frame costs on
+        both sides, and a small one breaks the receiver's header-then-payload
+        reads.
         """
         conn = self._conn
         room = self.options.write_buffer_size - conn.ordered_bytes
-        if room < (want if want < _MIN_PIECE else _MIN_PIECE):
+        piece = self._min_piece
+        if room < (want if want < piece else piece):
             self._space_waiters.add(stream)
             return 0
         window = conn.sendable(stream.stream_id)

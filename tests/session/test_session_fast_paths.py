@@ -9,6 +9,8 @@ order and leave what the kernel did not take to the writer.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 import trio.testing
@@ -323,3 +325,18 @@ async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
             for _ in range(50):
                 await client.ping()
     assert failed < 10  # was about 2 per ping (one on each side)
+
+
+async def test_a_write_buffer_smaller_than_a_piece_still_sends_everything() -> None:
+    """Waiting for a worthwhile piece of room must not wait for more room than
+    the write buffer can ever have."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with trio.fail_after(20):
+        async with open_session_pair(
+            await open_tcp_transport_pair(), write_buffer_size=16 * 1024, **NO_KEEPALIVE
+        ) as (client, server):
+            stream = await client.open_stream(wait_reply=False)
+            peer = await server.accept()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(stream.send_all, payload, eof=True))
+                assert await peer.receive_all() == payload
