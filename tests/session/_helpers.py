@@ -16,3 +16,13 @@ def start_client(nursery: trio.Nursery, **options: object) -> tuple[Session, tri
     session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
     session._start(nursery)
     return session, b
+
+
+async def echo_each_stream(server: Session, *, reverse: bool = False) -> None:
+    """Answer every stream ``server`` accepts with what it received (reversed if
+    asked), data and FIN in one frame, once the peer's FIN is in."""
+    async for stream in server:
+        data = await stream.receive_all()
+        assert stream.eof_received
+        await stream.send_all(data[::-1] if reverse else data, eof=True)
+        await stream.aclose()

@@ -20,7 +20,7 @@ from muxstream import CLIENT, Session, SessionOptions
 from muxstream.protocol import Connection, DataReceived, Role, RstStatus, StreamOpened
 from muxstream.testing import open_session_pair, open_tcp_transport_pair
 
-from ._helpers import NO_KEEPALIVE, start_client
+from ._helpers import NO_KEEPALIVE, echo_each_stream, start_client
 
 
 class _RawPeer:
@@ -57,14 +57,7 @@ async def test_open_without_reply_sends_data_at_once_and_gets_the_echo(make_link
     with trio.fail_after(20):
         async with open_session_pair(await make_link(), **NO_KEEPALIVE) as (client, server):
             async with trio.open_nursery() as nursery:
-
-                async def echo() -> None:
-                    async for stream in server:
-                        data = await stream.receive_all()
-                        await stream.send_all(data)
-                        await stream.send_eof()
-
-                nursery.start_soon(echo)
+                nursery.start_soon(echo_each_stream, server)
                 for i in range(20):
                     stream = await client.open_stream({"n": str(i)}, wait_reply=False)
                     await stream.send_all(b"x" * (i + 1))

@@ -7,6 +7,8 @@ does, instead of following as an empty DATA frame.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 import trio.testing
@@ -16,22 +18,14 @@ from muxstream.protocol._constants import Flag
 from muxstream.protocol._frames import DataFrame, FrameDecoder
 from muxstream.testing import open_session_pair
 
-from ._helpers import NO_KEEPALIVE, start_client
+from ._helpers import NO_KEEPALIVE, echo_each_stream, start_client
 
 
 async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(20):
         async with open_session_pair(await make_link(), **NO_KEEPALIVE) as (client, server):
             async with trio.open_nursery() as nursery:
-
-                async def echo() -> None:
-                    async for stream in server:
-                        data = await stream.receive_all()
-                        assert stream.eof_received
-                        await stream.send_all(data[::-1], eof=True)
-                        await stream.aclose()
-
-                nursery.start_soon(echo)
+                nursery.start_soon(functools.partial(echo_each_stream, server, reverse=True))
                 for size in (1, 100, 70_000, 1 << 20):
                     payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
                     stream = await client.open_stream()
