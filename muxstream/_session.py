@@ -834,13 +834,14 @@ class Session(trio.abc.Listener[Stream]):
                 # socket: the next read would fail with EAGAIN, so wait first.
                 nonlocal unyielded, drained
                 while True:
+                    fd = sock.fileno()
+                    if fd < 0:
+                        raise trio.ClosedResourceError("the socket was closed")
                     if drained:
                         drained = False
                         unyielded = 0
                         await trio.lowlevel.wait_readable(sock)
-                    fd = sock.fileno()
-                    if fd < 0:
-                        raise trio.ClosedResourceError("the socket was closed")
+                        continue  # the socket may have been closed meanwhile
                     hint = conn.read_hint
                     try:
                         if hint > 0:  # payload due: into a fresh bytes, no copy
