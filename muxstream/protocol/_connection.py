@@ -567,12 +567,12 @@ class Connection:
                 )
             st.their_window -= n
             self.their_session_window -= n
-        elif end_stream and not self._fin_on_queued_data(st, stream_id):
+        elif end_stream and not self._fin_on_queued_data(st):
             self._queue_ordered(encode_data_header(stream_id, 0, Flag.FIN), 8, st)
         if end_stream:
             self._local_fin(st)
 
-    def _fin_on_queued_data(self, st: _Stream, stream_id: int) -> bool:
+    def _fin_on_queued_data(self, st: _Stream) -> bool:
         """Set FIN on this stream's DATA frame if it is the last one queued.
 
         ``send_all(data)`` then ``send_eof()`` costs one frame instead of two
@@ -587,7 +587,7 @@ class Connection:
             return False
         payload = item[1]
         ordered[-1] = (owner, counted,
-                       (encode_data_header(stream_id, len(payload), Flag.FIN), payload))
+                       (encode_data_header(st.stream_id, len(payload), Flag.FIN), payload))
         return True
 
     def end_stream(self, stream_id: int) -> None:

@@ -281,7 +281,6 @@ class FrameDecoder:
         self._pending = bytearray()  # a partial frame header or control payload
         self._chunk: memoryview = memoryview(b"")
         self._whole: bytes | None = None  # the chunk itself when it is ``bytes``
-        self._last_data_length = 0  # length of the latest DATA frame's payload
         self._small_run = 2  # DATA frames under LARGE_DATA since the last large one (max 2)
         self._pos = 0
         self._state = _S_HEADER
@@ -409,7 +408,6 @@ class FrameDecoder:
                     raise RemoteProtocolError.session("DATA frame on stream 0")
                 self._stream_id = stream_id
                 self._remaining = length
-                self._last_data_length = length
                 if length >= LARGE_DATA:
                     self._small_run = 0
                 elif self._small_run < 2:
