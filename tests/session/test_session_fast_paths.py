@@ -17,34 +17,10 @@ import trio.testing
 
 import muxstream
 from muxstream import CLIENT, Session, SessionOptions
-from muxstream.protocol import Connection, DataReceived, Role, RstStatus, StreamOpened
+from muxstream.protocol import DataReceived, RstStatus, StreamOpened
 from muxstream.testing import open_session_pair, open_tcp_transport_pair
 
-from ._helpers import NO_KEEPALIVE, echo_each_stream, start_client
-
-
-class _RawPeer:
-    """The far end driven by hand with the sans-IO connection."""
-
-    def __init__(self, transport: trio.abc.Stream) -> None:
-        self.transport = transport
-        self.conn = Connection(Role.SERVER)
-        self.events: list[object] = []
-
-    async def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            await self.transport.send_all(data)
-
-    async def read_until(self, kind: type) -> object:
-        while True:
-            for ev in self.events:
-                if isinstance(ev, kind):
-                    self.events.remove(ev)
-                    return ev
-            data = await self.transport.receive_some()
-            assert data, "the session closed the transport"
-            self.events += self.conn.receive_data(data)
+from ._helpers import NO_KEEPALIVE, RawPeer, echo_each_stream, start_client
 
 
 async def _deaf(transport: trio.abc.Stream) -> None:
@@ -73,7 +49,7 @@ async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_th
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            peer = _RawPeer(b)
+            peer = RawPeer(b)
             stream = await session.open_stream({"kind": "x"}, wait_reply=False)
             await stream.send_all(b"early")
             opened = await peer.read_until(StreamOpened)
@@ -94,7 +70,7 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            peer = _RawPeer(b)
+            peer = RawPeer(b)
             stream = await session.open_stream(wait_reply=False)
             opened = await peer.read_until(StreamOpened)
             assert isinstance(opened, StreamOpened)
@@ -112,7 +88,7 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
 async def test_wait_reply_times_out_and_resets(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         session, b = start_client(nursery, open_timeout=5)
-        peer = _RawPeer(b)
+        peer = RawPeer(b)
         stream = await session.open_stream(wait_reply=False)
         assert trio.current_time() == 0  # no round trip waited
         with pytest.raises(muxstream.StreamOpenTimeout):

@@ -13,12 +13,11 @@ import pytest
 import trio
 import trio.testing
 
-from muxstream.protocol import Connection, Role, StreamOpened
+from muxstream.protocol import StreamOpened
 from muxstream.protocol._constants import Flag
-from muxstream.protocol._frames import DataFrame, FrameDecoder
 from muxstream.testing import open_session_pair
 
-from ._helpers import NO_KEEPALIVE, echo_each_stream, start_client
+from ._helpers import NO_KEEPALIVE, RawPeer, echo_each_stream, start_client
 
 
 async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # type: ignore[no-untyped-def]
@@ -43,36 +42,12 @@ async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # t
                 nursery.cancel_scope.cancel()
 
 
-class _Wire:
-    """The far end as a sans-IO connection that records every DATA frame it reads."""
-
-    def __init__(self, transport: trio.abc.Stream, **options: int) -> None:
-        self.transport = transport
-        self.conn = Connection(Role.SERVER, **options)
-        self.decoder = FrameDecoder()
-        self.frames: list[DataFrame] = []
-        self.events: list[object] = []
-
-    async def pump(self) -> None:
-        """Read once: decode for the record, feed the connection, answer."""
-        data = await self.transport.receive_some()
-        assert data, "the session closed the transport"
-        self.decoder.receive(data)
-        while (frame := self.decoder.next_frame()) is not None:
-            if isinstance(frame, DataFrame):
-                self.frames.append(frame)
-        self.events += self.conn.receive_data(data)
-        out = self.conn.data_to_send()
-        if out:
-            await self.transport.send_all(out)
-
-
 @pytest.mark.parametrize("payload", [b"hello", b""])
 async def test_a_short_send_with_eof_is_one_data_frame_carrying_fin(payload: bytes) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            wire = _Wire(b)
+            wire = RawPeer(b)
             stream = await session.open_stream(wait_reply=False)
             await stream.send_all(payload, eof=True)  # b"": the same as send_eof()
             while not any(f.flags & Flag.FIN for f in wire.frames):
@@ -85,7 +60,7 @@ async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            wire = _Wire(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
+            wire = RawPeer(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
             payload = b"w" * (200 * 1024)
 
             async def far_end() -> None:
