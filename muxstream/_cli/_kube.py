@@ -44,17 +44,33 @@ examples:
 }
 
 
+def _add_common_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The cluster flags; kubectl takes them before or after the subcommand.
+
+    They are on ``kube`` (with defaults) and on each subcommand (without: a
+    subparser's defaults would overwrite what was given before the subcommand).
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("cluster (as kubectl)")
+    group.add_argument("--kubeconfig", metavar="FILE", default=default(None),
+                       help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
+    group.add_argument("--context", default=default(None),
+                       help="kubeconfig context (default: current-context)")
+    group.add_argument("-n", "--namespace", default=default(None),
+                       help="namespace (default: the context's)")
+    group.add_argument("--transport", choices=["auto", "websocket", "spdy"],
+                       default=default("auto"),
+                       help="auto: WebSocket v5, then SPDY (as kubectl 1.30+)")
+    group.add_argument("--request-timeout", type=float, default=default(30.0), metavar="SECONDS",
+                       help="connect + TLS timeout per request (default 30)")
+
+
 def _common_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
-    group = flags.add_argument_group("cluster (as kubectl)")
-    group.add_argument("--kubeconfig", metavar="FILE",
-                       help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
-    group.add_argument("--context", help="kubeconfig context (default: current-context)")
-    group.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    group.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto",
-                       help="auto: WebSocket v5, then SPDY (as kubectl 1.30+)")
-    group.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="connect + TLS timeout per request (default 30)")
+    _add_common_flags(flags, defaults=False)
     return flags
 
 
@@ -72,6 +88,7 @@ def add_kube_parser(
 ) -> None:
     """Register ``muxstream kube ...`` (called by the CLI's parser builder)."""
     kube = parser_for(sub, "kube", "exec, attach, cp, port-forward into a Kubernetes cluster")
+    _add_common_flags(kube, defaults=True)
     commands = kube.add_subparsers(dest="kube_command", metavar="COMMAND", required=True)
     common, exec_flags = _common_flags(), _exec_flags()
 
@@ -123,7 +140,9 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
 async def _exec(args: argparse.Namespace) -> int:
     command: list[str] = args.command
-    if "--" in command:
+    if command[:1] == ["--"]:
+        command = command[1:]
+    elif command[:1] and command[0].startswith("-") and "--" in command:
         # Flags given after POD (kubectl allows them) come before the `--`.
         cut = command.index("--")
         late = argparse.ArgumentParser(

@@ -45,7 +45,7 @@ async def test_exec_flags_after_the_pod_and_kubeconfig_from_the_environment(
     async with kube_endpoint(tmp_path) as ep:
         ours = await mux(
             ep, "exec", "pod/demo", "-c", "main", "-n", "default", "--context", "mux",
-            "--transport", "spdy", "--", "echo", "ok",
+            "--transport", "spdy", "--", "sh", "-c", 'echo "$@"', "--", "ok",
             env={"KUBECONFIG": str(ep.kubeconfig)}, kubeconfig=False,
         )
     assert (ours.returncode, ours.stdout) == (0, b"ok\n"), ours.stderr
@@ -138,3 +138,22 @@ async def test_port_forward_until_interrupted(tmp_path: Path) -> None:
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_cluster_example_runs_against_the_endpoint(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "cluster_exec.py"
+    (tmp_path / "pod-tmp").mkdir()
+    async with kube_endpoint(tmp_path) as ep:
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, str(example), "--kubeconfig", str(ep.kubeconfig), "demo",
+                 "--size", "300000", "--remote-dir", str(tmp_path / "pod-tmp")],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    assert "exec: 'Linux', exit code 3" in out
+    assert "interactive: b'ping\\n', exit code 0" in out
+    assert "copy_to: 300,000 of 300,000 bytes" in out
+    assert "copy round trip: identical" in out
+    assert not any((tmp_path / "pod-tmp").iterdir())  # the example cleans up
