@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from ..kube import ApiError, Cluster, KubeError, load_cluster
+from ..kube._api import default_container
 from ._common import CliError, Progress, emit_json
 from ._remote import drive, local_digests, parse_port_mapping, raw_terminal, remote_digests
 from ._remote import serve_ports as _serve_ports
@@ -138,6 +139,18 @@ def _cluster(args: argparse.Namespace) -> Cluster:
     )
 
 
+async def _container(cluster: Cluster, pod: str, args: argparse.Namespace,
+                     namespace: str | None = None) -> str:
+    """``-c``, else the pod's default container, announced as kubectl does."""
+    if args.container:
+        return str(args.container)
+    chosen = default_container(await cluster.get_pod(pod, namespace=namespace))
+    if len(chosen.names) > 1 and not chosen.annotated:
+        names = ", ".join(chosen.names)
+        print(f'Defaulted container "{chosen.name}" out of: {names}', file=sys.stderr)
+    return chosen.name
+
+
 async def _exec(args: argparse.Namespace) -> int:
     command: list[str] = args.command
     if command[:1] == ["--"]:
@@ -163,12 +176,18 @@ async def _interactive(args: argparse.Namespace, command: list[str] | None) -> i
     if args.tty and not use_tty:
         print("Unable to use a TTY - input is not a terminal or the right kind of file",
               file=sys.stderr)
-    options = {"container": args.container, "stdin": args.stdin or use_tty, "tty": use_tty}
+    pod = _pod(args.pod)
+    container = await _container(cluster, pod, args)
+    stdin = bool(args.stdin or use_tty)
     with raw_terminal(use_tty):
         if command is None:
-            async with cluster.attach(_pod(args.pod), **options) as process:
+            async with cluster.attach(
+                pod, container=container, stdin=stdin, tty=use_tty
+            ) as process:
                 return await drive(process, use_tty)
-        async with cluster.open_process(_pod(args.pod), command, **options) as process:
+        async with cluster.open_process(
+            pod, command, container=container, stdin=stdin, tty=use_tty
+        ) as process:
             return await drive(process, use_tty)
 
 
@@ -198,7 +217,8 @@ async def _cp(args: argparse.Namespace) -> int:
         local = Path(args.source)
         if not local.exists():
             raise CliError(f"{local}: no such file or directory")
-        moved = await cluster.copy_to(pod, local, remote_path, container=args.container,
+        container = await _container(cluster, pod, args, namespace)
+        moved = await cluster.copy_to(pod, local, remote_path, container=container,
                                       namespace=namespace, progress=progress.update)
         progress.finish()
         expected = local_digests(local)
@@ -210,7 +230,8 @@ async def _cp(args: argparse.Namespace) -> int:
         local = Path(args.dest)
         endpoint = await cluster.endpoint(namespace)
         expected = await remote_digests(endpoint, pod, remote_path) if verify else {}
-        moved = await cluster.copy_from(pod, remote_path, local, container=args.container,
+        container = await _container(cluster, pod, args, namespace)
+        moved = await cluster.copy_from(pod, remote_path, local, container=container,
                                         namespace=namespace, progress=progress.update)
         progress.finish()
         actual = local_digests(local) if verify else expected

@@ -21,7 +21,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -39,6 +39,7 @@ from ..remote import (
 )
 from ..remote._client import Transport
 from ..remote._copy import ProgressCallback
+from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now
 from ._endpoint import KubeEndpoint, make_ssl_context
@@ -169,6 +170,23 @@ class Cluster:
                         raise error from exc
             yield value
 
+    async def get_pod(self, pod: str, *, namespace: str | None = None) -> dict[str, Any]:
+        """The pod object (``GET /api/v1/namespaces/NS/pods/NAME``), decoded JSON.
+
+        Raises :class:`PodNotFound` and the other :class:`ApiError` subclasses."""
+        return await self._call(
+            namespace, lambda endpoint: get_json(endpoint, pod_path(endpoint.namespace, pod))
+        )
+
+    async def default_container(self, pod: str, *, namespace: str | None = None) -> str:
+        """The container kubectl picks when none is named: the pod's
+        ``kubectl.kubernetes.io/default-container`` annotation, else its first
+        container. Raises :class:`ContainerNotRunning` for a completed pod."""
+        return default_container(await self.get_pod(pod, namespace=namespace))[0]
+
+    async def _container(self, pod: str, container: str | None, namespace: str | None) -> str:
+        return container or await self.default_container(pod, namespace=namespace)
+
     async def exec(
         self,
         pod: str,
@@ -185,8 +203,10 @@ class Cluster:
         with ``check`` a non-zero exit raises ``subprocess.CalledProcessError``.
         Raises an :class:`ApiError` subclass if the server refuses (pod not
         found, forbidden...), :class:`ContainerNotRunning` also when the runtime
-        reports it on the error stream.
+        reports it on the error stream. Without ``container``, the pod is read
+        first to pick the default one, as kubectl does.
         """
+        container = await self._container(pod, container, namespace)
         try:
             return await self._call(
                 namespace,
@@ -200,7 +220,8 @@ class Cluster:
                 raise error from exc
             raise
 
-    def open_process(
+    @asynccontextmanager
+    async def open_process(
         self,
         pod: str,
         command: Sequence[str],
@@ -211,12 +232,13 @@ class Cluster:
         stdout: bool = True,
         stderr: bool = True,
         tty: bool = False,
-    ) -> AbstractAsyncContextManager[RemoteProcess]:
+    ) -> AsyncIterator[RemoteProcess]:
         """Start ``command`` in ``pod``; yields an interactive
         :class:`~muxstream.remote.RemoteProcess` (``stdin``/``stdout``/``stderr``
         streams, ``resize()``, ``wait()``). Leaving the block closes the
         connection (the server then kills a command still running)."""
-        return self._open(
+        container = await self._container(pod, container, namespace)
+        async with self._open(
             namespace,
             lambda endpoint: open_remote_process(
                 endpoint,
@@ -228,9 +250,11 @@ class Cluster:
                 stderr=stderr,
                 tty=tty,
             ),
-        )
+        ) as process:
+            yield process
 
-    def attach(
+    @asynccontextmanager
+    async def attach(
         self,
         pod: str,
         *,
@@ -240,10 +264,11 @@ class Cluster:
         stdout: bool = True,
         stderr: bool = True,
         tty: bool = False,
-    ) -> AbstractAsyncContextManager[RemoteProcess]:
+    ) -> AsyncIterator[RemoteProcess]:
         """Attach to the main process of ``container`` (``kubectl attach``);
         yields a :class:`~muxstream.remote.RemoteProcess` as :meth:`open_process`."""
-        return self._open(
+        container = await self._container(pod, container, namespace)
+        async with self._open(
             namespace,
             lambda endpoint: open_remote_process(
                 endpoint,
@@ -256,7 +281,8 @@ class Cluster:
                 tty=tty,
                 attach=True,
             ),
-        )
+        ) as process:
+            yield process
 
     async def copy_to(
         self,
@@ -271,6 +297,7 @@ class Cluster:
         """Copy a local file or directory to ``remote_path`` in ``pod`` (tar
         through exec, as ``kubectl cp``; the container needs ``tar``). Returns
         the payload bytes sent; ``progress(done, total)`` follows the transfer."""
+        container = await self._container(pod, container, namespace)
         return await self._call(
             namespace,
             lambda endpoint: copy_to_remote(
@@ -290,6 +317,7 @@ class Cluster:
     ) -> int:
         """Copy ``remote_path`` (file or directory) in ``pod`` to ``local_path``.
         Returns the archive bytes received; ``progress(done, None)``."""
+        container = await self._container(pod, container, namespace)
         return await self._call(
             namespace,
             lambda endpoint: copy_from_remote(

@@ -157,3 +157,18 @@ async def test_cluster_example_runs_against_the_endpoint(tmp_path: Path) -> None
     assert "copy_to: 300,000 of 300,000 bytes" in out
     assert "copy round trip: identical" in out
     assert not any((tmp_path / "pod-tmp").iterdir())  # the example cleans up
+
+
+async def test_default_container_from_the_annotation_is_silent_like_kubectl(
+    tmp_path: Path,
+) -> None:
+    from muxstream.remote import KubeApi
+
+    # The endpoint annotates its pods with kubectl.kubernetes.io/default-container.
+    api = KubeApi({"demo": ["main", "sidecar"]})
+    async with kube_endpoint(tmp_path, api=api) as ep:
+        ours = await mux(ep, "exec", "demo", "--", "echo", "hi")
+        assert (ours.returncode, ours.stdout, ours.stderr) == (0, b"hi\n", b"")
+        if KUBECTL is not None:
+            theirs = await ep.kubectl("exec", "demo", "--", "echo", "hi")
+            assert (theirs.returncode, theirs.stdout, theirs.stderr) == (0, b"hi\n", b"")

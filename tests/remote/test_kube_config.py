@@ -261,3 +261,19 @@ def test_api_errors_are_typed(status: int, message: str, reason: str, expected: 
     error = api_error(status, message, reason)
     assert type(error) is expected
     assert (error.status, error.message, error.reason) == (status, message, reason)
+
+
+def test_default_container_as_kubectl_picks_it() -> None:
+    from muxstream.kube._api import default_container
+
+    pod: dict[str, object] = {
+        "metadata": {"annotations": {"kubectl.kubernetes.io/default-container": "app"}},
+        "spec": {"containers": [{"name": "istio-proxy"}, {"name": "app"}]},
+        "status": {"phase": "Running"},
+    }
+    assert default_container(pod) == ("app", ["istio-proxy", "app"], True)
+    pod["metadata"] = {"annotations": {"kubectl.kubernetes.io/default-container": "gone"}}
+    assert default_container(pod) == ("istio-proxy", ["istio-proxy", "app"], False)
+    pod["status"] = {"phase": "Succeeded"}
+    with pytest.raises(ContainerNotRunning, match="completed pod"):
+        default_container(pod)
