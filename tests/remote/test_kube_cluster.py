@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -394,3 +395,20 @@ async def test_refusals_are_typed_with_the_server_reason(tmp_path: Path) -> None
         bad = load_cluster(write(tmp_path / "bad", config_doc(ep, user={"token": "wrong"})))
         with trio.fail_after(30), pytest.raises(Unauthorized):
             await bad.exec("demo", ["echo"])
+
+
+async def test_exec_plugin_client_certificate(tmp_path: Path) -> None:
+    async with kube_endpoint(tmp_path, client_certs=True) as ep:
+        plugin = tmp_path / "cert-plugin"
+        plugin.write_text(
+            f"#!{sys.executable}\n"
+            "import json, pathlib\n"
+            f"d = pathlib.Path({str(tmp_path)!r})\n"
+            "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1',\n"
+            "  'kind': 'ExecCredential', 'status': {\n"
+            "  'clientCertificateData': (d / 'client.crt').read_text(),\n"
+            "  'clientKeyData': (d / 'client.key').read_text()}}))\n"
+        )
+        plugin.chmod(0o755)
+        user = {"exec": {"command": str(plugin), "apiVersion": EXEC_V1BETA1}}
+        await both_exec(ep, write(tmp_path / "kc", config_doc(ep, user=user)))
