@@ -220,8 +220,7 @@ class Cluster:
                 raise error from exc
             raise
 
-    @asynccontextmanager
-    async def open_process(
+    def open_process(
         self,
         pod: str,
         command: Sequence[str],
@@ -232,29 +231,15 @@ class Cluster:
         stdout: bool = True,
         stderr: bool = True,
         tty: bool = False,
-    ) -> AsyncIterator[RemoteProcess]:
+    ) -> AbstractAsyncContextManager[RemoteProcess]:
         """Start ``command`` in ``pod``; yields an interactive
         :class:`~muxstream.remote.RemoteProcess` (``stdin``/``stdout``/``stderr``
         streams, ``resize()``, ``wait()``). Leaving the block closes the
         connection (the server then kills a command still running)."""
-        container = await self._container(pod, container, namespace)
-        async with self._open(
-            namespace,
-            lambda endpoint: open_remote_process(
-                endpoint,
-                pod,
-                command,
-                container=container,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                tty=tty,
-            ),
-        ) as process:
-            yield process
+        streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "tty": tty}
+        return self._process(pod, command, container, namespace, streams, attach=False)
 
-    @asynccontextmanager
-    async def attach(
+    def attach(
         self,
         pod: str,
         *,
@@ -264,22 +249,28 @@ class Cluster:
         stdout: bool = True,
         stderr: bool = True,
         tty: bool = False,
-    ) -> AsyncIterator[RemoteProcess]:
+    ) -> AbstractAsyncContextManager[RemoteProcess]:
         """Attach to the main process of ``container`` (``kubectl attach``);
         yields a :class:`~muxstream.remote.RemoteProcess` as :meth:`open_process`."""
+        streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "tty": tty}
+        return self._process(pod, (), container, namespace, streams, attach=True)
+
+    @asynccontextmanager
+    async def _process(
+        self,
+        pod: str,
+        command: Sequence[str],
+        container: str | None,
+        namespace: str | None,
+        streams: Mapping[str, bool],
+        *,
+        attach: bool,
+    ) -> AsyncIterator[RemoteProcess]:
         container = await self._container(pod, container, namespace)
         async with self._open(
             namespace,
             lambda endpoint: open_remote_process(
-                endpoint,
-                pod,
-                (),
-                container=container,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                tty=tty,
-                attach=True,
+                endpoint, pod, command, container=container, attach=attach, **streams
             ),
         ) as process:
             yield process
