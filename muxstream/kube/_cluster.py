@@ -16,6 +16,7 @@ answer to the upgrade request). Every refusal comes out as an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import ssl
 import subprocess
@@ -42,7 +43,7 @@ from ..remote._copy import ProgressCallback
 from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now
-from ._endpoint import KubeEndpoint, make_ssl_context
+from ._endpoint import KubeEndpoint, make_ssl_context, proxy_from_environment
 from ._errors import ContainerNotRunning, api_error
 
 T = TypeVar("T")
@@ -367,7 +368,8 @@ def load_cluster(
         (several files merged, first wins) or ``~/.kube/config``.
       context: default the kubeconfig's current-context.
       namespace: overrides the context's namespace (default ``default``).
-      environ: where ``KUBECONFIG`` and ``HOME`` are read (default ``os.environ``).
+      environ: where ``KUBECONFIG``, ``HOME`` and, when the cluster has no
+        ``proxy-url``, ``HTTPS_PROXY``/``NO_PROXY`` are read (default ``os.environ``).
       transport: ``"auto"`` (WebSocket, then SPDY), ``"websocket"`` or ``"spdy"``.
       connect_timeout: seconds for connect + TLS (+ proxy) of each request.
 
@@ -376,4 +378,9 @@ def load_cluster(
     small files); call it before entering trio or accept the short block.
     """
     settings = load_kubeconfig(kubeconfig, environ=environ).resolve(context, namespace=namespace)
+    if settings.proxy_url is None:
+        proxy = proxy_from_environment(
+            settings.server, os.environ if environ is None else environ
+        )
+        settings = dataclasses.replace(settings, proxy_url=proxy)
     return Cluster(settings, transport=transport, connect_timeout=connect_timeout)

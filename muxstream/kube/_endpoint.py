@@ -16,11 +16,14 @@ remote client function takes it) that adds what a kubeconfig can ask for:
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
 import math
 import os
 import shutil
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -124,6 +127,53 @@ async def open_connect_tunnel(proxy_url: str, host: str, port: int) -> trio.Sock
         await trio.aclose_forcefully(stream)
         raise
     return stream
+
+
+def _no_proxy_matches(entry: str, host: str, port: int) -> bool:
+    entry = entry.strip().lower()
+    if not entry:
+        return False
+    if entry == "*":
+        return True
+    with contextlib.suppress(ValueError):
+        network = ipaddress.ip_network(entry, strict=False)
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(host) in network
+        return False
+    name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if entry_port and entry_port != str(port):
+        return False
+    if name.startswith("."):
+        return host.endswith(name)
+    return host == name or host.endswith("." + name)
+
+
+def proxy_from_environment(server: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy kubectl (Go's ``ProxyFromEnvironment``) would use for ``server``.
+
+    ``HTTPS_PROXY`` (or ``https_proxy``) for https servers, ``HTTP_PROXY`` for
+    http; none for ``localhost`` and loopback addresses, nor for hosts that
+    ``NO_PROXY`` names (``*``, host names also matching their subdomains, a
+    leading ``.`` for subdomains only, IP addresses and CIDR ranges, optional
+    ``:port``). A value without a scheme means ``http://``.
+    """
+    split = urlsplit(server)
+    host = (split.hostname or "").lower()
+    port = split.port or (443 if split.scheme == "https" else 80)
+    if host == "localhost":
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    names = ("HTTPS_PROXY", "https_proxy") if split.scheme == "https" else (
+        "HTTP_PROXY", "http_proxy")
+    proxy = next((environ[n] for n in names if environ.get(n)), None)
+    if proxy is None:
+        return None
+    no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
+    if any(_no_proxy_matches(entry, host, port) for entry in no_proxy.split(",")):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 @dataclass(frozen=True)

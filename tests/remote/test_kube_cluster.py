@@ -262,8 +262,9 @@ async def connect_proxy(
             if method != b"CONNECT":
                 await client.send_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
                 return
-            host, _, port = target.decode().rpartition(":")
-            upstream = await trio.open_tcp_stream(host, int(port))
+            _, _, port = target.decode().rpartition(":")
+            # Every name is this machine (a test may use a name DNS does not know).
+            upstream = await trio.open_tcp_stream("127.0.0.1", int(port))
             async with upstream:
                 await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
@@ -303,6 +304,20 @@ async def test_proxy_url_tunnels_through_connect(tmp_path: Path) -> None:
             done = await kubectl_exec(ep, kubeconfig)
             assert (done.returncode, done.stdout) == (0, b"hello\n"), done.stderr
             assert len(seen) > ours_count and set(seen) == {connect}
+        nursery.cancel_scope.cancel()
+
+
+async def test_https_proxy_from_the_environment(tmp_path: Path) -> None:
+    # Loopback never goes through an environment proxy (Go's rule), so the
+    # server is named kube.test, a name only the proxy knows.
+    seen: list[bytes] = []
+    async with kube_endpoint(tmp_path, server_names=("kube.test",)) as ep, \
+            trio.open_nursery() as nursery:
+        proxy_port = await nursery.start(connect_proxy, seen)
+        kubeconfig = write(tmp_path / "kc", config_doc(ep, server=f"https://kube.test:{ep.port}"))
+        env = {"KUBECONFIG": str(kubeconfig), "HTTPS_PROXY": f"127.0.0.1:{proxy_port}"}
+        await both_exec(ep, None, env)
+        assert seen and set(seen) == {f"CONNECT kube.test:{ep.port} HTTP/1.1".encode()}
         nursery.cancel_scope.cancel()
 
 

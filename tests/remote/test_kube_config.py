@@ -277,3 +277,31 @@ def test_default_container_as_kubectl_picks_it() -> None:
     pod["status"] = {"phase": "Succeeded"}
     with pytest.raises(ContainerNotRunning, match="completed pod"):
         default_container(pod)
+
+
+@pytest.mark.parametrize(
+    ("server", "env", "expected"),
+    [
+        ("https://api.example.com", {"HTTPS_PROXY": "proxy:3128"}, "http://proxy:3128"),
+        ("https://api.example.com", {"https_proxy": "http://p:1"}, "http://p:1"),
+        ("http://api.example.com", {"HTTPS_PROXY": "p:1"}, None),
+        ("http://api.example.com", {"HTTP_PROXY": "p:1"}, "http://p:1"),
+        ("https://127.0.0.1:6443", {"HTTPS_PROXY": "p:1"}, None),
+        ("https://localhost:6443", {"HTTPS_PROXY": "p:1"}, None),
+        ("https://api.example.com", {"HTTPS_PROXY": "p:1", "NO_PROXY": "*"}, None),
+        ("https://api.example.com", {"HTTPS_PROXY": "p:1", "NO_PROXY": "x.org, example.com"},
+         None),
+        ("https://example.com", {"HTTPS_PROXY": "p:1", "NO_PROXY": ".example.com"}, "http://p:1"),
+        ("https://a.example.com", {"HTTPS_PROXY": "p:1", "NO_PROXY": ".example.com"}, None),
+        ("https://api.example.com:6443", {"HTTPS_PROXY": "p:1", "no_proxy": "example.com:443"},
+         "http://p:1"),
+        ("https://10.1.2.3", {"HTTPS_PROXY": "p:1", "NO_PROXY": "10.0.0.0/8"}, None),
+        ("https://11.1.2.3", {"HTTPS_PROXY": "p:1", "NO_PROXY": "10.0.0.0/8"}, "http://p:1"),
+    ],
+)
+def test_proxy_from_environment_as_go(
+    server: str, env: dict[str, str], expected: str | None
+) -> None:
+    from muxstream.kube._endpoint import proxy_from_environment
+
+    assert proxy_from_environment(server, env) == expected
