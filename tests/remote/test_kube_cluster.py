@@ -48,20 +48,21 @@ printf '{"apiVersion":"%s","kind":"ExecCredential","status":{"token":"%s",\
 
 
 def config_doc(
-    ep: Endpoint,
+    ep: Endpoint | None,
     *,
     cluster: dict[str, object] | None = None,
     user: dict[str, object] | None = None,
     server: str | None = None,
     namespace: str = "default",
 ) -> dict[str, object]:
-    cluster = cluster if cluster is not None else {"certificate-authority": str(ep.ca_path)}
+    if ep is not None:
+        cluster = cluster if cluster is not None else {"certificate-authority": str(ep.ca_path)}
+        server = server or f"https://127.0.0.1:{ep.port}"
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "mux", "cluster": {"server": server or f"https://127.0.0.1:{ep.port}",
-                                        **cluster}}
+            {"name": "mux", "cluster": {"server": server, **(cluster or {})}}
         ],
         "users": [{"name": "me", "user": user if user is not None else {"token": TOKEN}}],
         "contexts": [{"name": "ctx", "context": {"cluster": "mux", "user": "me",
@@ -427,3 +428,63 @@ async def test_exec_plugin_client_certificate(tmp_path: Path) -> None:
         plugin.chmod(0o755)
         user = {"exec": {"command": str(plugin), "apiVersion": EXEC_V1BETA1}}
         await both_exec(ep, write(tmp_path / "kc", config_doc(ep, user=user)))
+
+
+RBAC = ('pods "web-0" is forbidden: User "dev@example.com" cannot create resource '
+        '"pods/exec" in API group "" in the namespace "shop"')
+
+
+async def test_server_path_prefix_and_refusals_from_a_gateway(tmp_path: Path) -> None:
+    """A gateway serving the API under a path (as Rancher does) refuses with an
+    RBAC denial and a kubelet's 'container not found': both typed, for us, and
+    the same text for kubectl."""
+    from muxstream.kube import ContainerNotRunning
+    from muxstream.remote import KubeApi
+    from muxstream.remote._kubeapi import status_body
+    from muxstream.transport import HTTPRequest, serve_http
+
+    prefix = "/k8s/clusters/c-42"
+    api = KubeApi({"web-0": ["app"], "job-1": ["app"]}, namespace="shop")
+    targets: list[str] = []
+
+    async def app(request: HTTPRequest) -> None:
+        targets.append(request.target)
+        if not request.target.startswith(prefix + "/"):
+            await request.respond(404, [], "no such path")
+            return
+        path = request.target[len(prefix):]
+        if "/pods/web-0/exec" in path:
+            await request.respond(403, [("content-type", "application/json")],
+                                  status_body(403, "Forbidden", RBAC))
+        elif "/pods/job-1/exec" in path:
+            # the kubelet's plain-text answer for a container that is not running
+            await request.respond(500, [], 'container not found ("app")')
+        else:
+            answer = api.respond(request.method, path)
+            await request.respond(answer.status, [("content-type", answer.content_type)],
+                                  answer.body)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve_http, app, 0)
+        port = listeners[0].socket.getsockname()[1]
+        doc = config_doc(None, user={}, namespace="shop",
+                         server=f"http://127.0.0.1:{port}{prefix}")
+        kubeconfig = write(tmp_path / "kc", doc)
+        cluster = load_cluster(kubeconfig)
+        with trio.fail_after(30):
+            with pytest.raises(Forbidden) as forbidden:
+                await cluster.exec("web-0", ["ls"])
+            assert (forbidden.value.message, forbidden.value.reason) == (RBAC, "Forbidden")
+            with pytest.raises(ContainerNotRunning) as stopped:
+                await cluster.exec("job-1", ["ls"])
+            assert stopped.value.status == 500
+        assert targets and all(t.startswith(prefix + "/") for t in targets)
+        if KUBECTL is not None:
+            argv = [KUBECTL, f"--kubeconfig={kubeconfig}", f"--cache-dir={tmp_path}/cache",
+                    "exec", "web-0", "--", "ls"]
+            with trio.fail_after(60):
+                done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                              check=False)
+            assert done.returncode == 1
+            assert f"Error from server (Forbidden): {RBAC}".encode() in done.stderr
+        nursery.cancel_scope.cancel()
