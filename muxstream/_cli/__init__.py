@@ -220,11 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bulk copy size (default 256M)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler="demo")
+
+    from ._kube import add_kube_parser
+
+    add_kube_parser(sub, _parser_for)
     return parser
 
 
 def _handler(name: str) -> Handler:
-    from . import _mux, _remote, _serve
+    from . import _kube, _mux, _remote, _serve
 
     handlers: dict[str, Handler] = {
         "serve": _serve.serve_main,
@@ -236,6 +240,7 @@ def _handler(name: str) -> Handler:
         "attach": _remote.attach_main,
         "cp": _remote.cp_main,
         "port-forward": _remote.port_forward_main,
+        "kube": _kube.kube_main,
     }
     return handlers[name]
 
