@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "text: only behind a TLS-terminating proxy or a VPN)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
     p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="let web pages from ORIGIN (scheme://host[:port]) use the server "
+                        "(repeatable; requests with any other Origin header are refused)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
                    help="allow only this argv[0] for exec (repeatable)")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",

@@ -25,12 +25,13 @@ import secrets
 import signal
 import ssl
 import sys
-from typing import Any
 
 import trio
 
 from .._session import SERVER, Session, open_session
+from ..remote import RemoteServer
 from ..remote._auth import exposure_problem, validate_token
+from ..remote._server import no_auth_warning, request_refusal
 from ..transport import (
     HandshakeError,
     HTTPRequest,
@@ -54,12 +55,13 @@ class Server:
     def __init__(
         self,
         token: str | None,
-        remote_app: Any,
+        remote: RemoteServer,
         ssl_context: ssl.SSLContext | None,
         close_timeout: float,
     ) -> None:
         self.token = token
-        self.remote_app = remote_app
+        self.remote_app = remote.app
+        self.remote_config = remote.config
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
@@ -114,6 +116,11 @@ class Server:
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
             await self.remote_app(request)
+            return
+        refusal = request_refusal(self.remote_config, request)
+        if refusal is not None:
+            await request.respond(refusal.status, [("content-type", "application/json")],
+                                  refusal.body)
             return
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.
@@ -184,7 +191,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
 
 
 async def serve_main(args: argparse.Namespace) -> int:
-    from ..remote import LocalBackend, RemoteServer, RemoteServerConfig
+    from ..remote import LocalBackend, RemoteServerConfig
 
     check_serve_args(args)
     address: Address = args.address
@@ -199,12 +206,13 @@ async def serve_main(args: argparse.Namespace) -> int:
             token=token,
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,
+            allowed_origins=args.allow_origin or (),
             allowed_commands=args.allow,
             backend=backend,
             close_timeout=args.close_timeout,
         )
         remote = RemoteServer(config, backend)
-        server = Server(token, remote.app, ssl_context, args.close_timeout)
+        server = Server(token, remote, ssl_context, args.close_timeout)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
@@ -215,6 +223,10 @@ async def serve_main(args: argparse.Namespace) -> int:
                         )
                     )
                     port = listeners[0].socket.getsockname()[1]
+                    if not token:
+                        where = f"{address.host}:{port}"
+                        print(f"muxstream serve: warning: {no_auth_warning(where)}",
+                              file=sys.stderr, flush=True)
                     scheme = "tls" if ssl_context else "tcp"
                     print(
                         f"muxstream serve: listening on {address.host}:{port} ({scheme}; "
