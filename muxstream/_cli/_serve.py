@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import ssl
+import stat
 import sys
 
 import trio
@@ -39,7 +41,7 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
-from ._common import Address, CliError
+from ._common import ENV_TOKEN, Address, CliError
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -157,13 +159,57 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+#: Permission bits of a --token-file that refuse it: anyone beyond its owner and
+#: group may read or write it (a token readable by every local user is no secret).
+TOKEN_FILE_FORBIDDEN_MODE = 0o007
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (its first line, surrounding whitespace removed).
+
+    Raises CliError if the file cannot be read, is empty, or is readable or
+    writable by users other than its owner and group.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & TOKEN_FILE_FORBIDDEN_MODE:
+                raise CliError(
+                    f"--token-file {path}: other users can access it (mode "
+                    f"{stat.S_IMODE(mode):o}); run chmod 600 {path}"
+                )
+            token = file.readline().strip()
+    except OSError as exc:
+        raise CliError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise CliError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The token serve uses: ``--token``, ``--token-file`` or ``MUXSTREAM_TOKEN``
+    (giving both flags is refused). Sets ``args.token``."""
+    if args.token and args.token_file:
+        raise CliError("give one of --token and --token-file, not both")
+    if args.token:
+        pass
+    elif args.token_file:
+        args.token = read_token_file(args.token_file)
+    else:
+        args.token = os.environ.get(ENV_TOKEN) or None
+    token: str | None = args.token
+    return token
+
+
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuse, before anything binds, what the security policy forbids.
 
-    Raises CliError (one line, exit status 1) for ``--insecure-no-auth`` on an
-    address that is not loopback, for no ``--cert`` on such an address without
-    ``--insecure-no-tls``, and for a token that is not visible ASCII.
+    Resolves the token first (:func:`resolve_token`). Raises CliError (one line,
+    exit status 1) for ``--insecure-no-auth`` on an address that is not
+    loopback, for no ``--cert`` on such an address without ``--insecure-no-tls``,
+    for a token that is not visible ASCII, and for an unusable ``--token-file``.
     """
+    resolve_token(args)
     host = args.address.host
     problem = exposure_problem(
         host,
@@ -187,13 +233,20 @@ def check_serve_args(args: argparse.Namespace) -> None:
         try:
             validate_token(args.token)
         except ValueError as exc:
-            raise CliError(f"bad --token/MUXSTREAM_TOKEN: {exc}") from None
+            raise CliError(f"bad --token/--token-file/{ENV_TOKEN}: {exc}") from None
 
 
 async def serve_main(args: argparse.Namespace) -> int:
     from ..remote import LocalBackend, RemoteServerConfig
 
+    token_on_argv = bool(args.token)
     check_serve_args(args)
+    if token_on_argv:
+        print(
+            "muxstream serve: warning: --token on the command line is visible to every "
+            f"local user (ps, /proc); prefer {ENV_TOKEN} or --token-file",
+            file=sys.stderr, flush=True,
+        )
     address: Address = args.address
     token: str | None = args.token
     if not token and not args.insecure_no_auth:

@@ -179,6 +179,16 @@ class LocalProcess:
             self._process.kill()
 
 
+#: What a command never inherits from the server's environment: the server's own
+#: token (``muxstream serve`` reads it from there; ``exec -- env`` must not print it).
+SCRUBBED_ENVIRONMENT = frozenset({"MUXSTREAM_TOKEN"})
+
+
+def inherited_environment() -> dict[str, str]:
+    """The server's environment without :data:`SCRUBBED_ENVIRONMENT`."""
+    return {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENVIRONMENT}
+
+
 def _become_tty_leader() -> None:  # runs in the child, between fork and exec
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -195,12 +205,15 @@ async def start_local_process(
     With ``request.tty`` the child gets a new session whose controlling terminal
     is a fresh pty; stdout carries the terminal output and stderr is None.
     The command leads a new process group (a new session with a TTY), so
-    :meth:`LocalProcess.kill` ends its children too.
+    :meth:`LocalProcess.kill` ends its children too. Without ``env`` it gets the
+    server's environment minus :data:`SCRUBBED_ENVIRONMENT`.
     Raises OSError (e.g. FileNotFoundError) if the program cannot start.
     """
     if not request.command:
         raise ValueError("empty command")
     argv = list(request.command)
+    if env is None:
+        env = inherited_environment()
     if not request.tty:
         process = await trio.lowlevel.open_process(
             argv,
