@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +117,43 @@ def test_the_docs_never_put_a_token_on_serve_s_command_line() -> None:
         p.read_text() for p in (ROOT / "examples").glob("*.py")
     )
     assert "serve --token" not in text
+
+
+# --- no orphans ------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_commands_die_when_the_server_is_sigkilled() -> None:
+    served = start_server(env=cli_env(MUXSTREAM_TOKEN=TOKEN))
+    client = subprocess.Popen(
+        [sys.executable, "-m", "muxstream", "exec", "--", "sh", "-c", "echo $$; exec sleep 60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env=cli_env(MUXSTREAM_ADDRESS=served.address, MUXSTREAM_TOKEN=TOKEN),
+    )
+    pid = 0
+    try:
+        assert client.stdout is not None
+        pid = int(client.stdout.readline())
+        assert alive(pid)
+        served.process.kill()  # SIGKILL: no cleanup code runs
+        served.process.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(pid), "the command outlived the SIGKILLed server"
+    finally:
+        client.kill()
+        client.communicate()
+        served.process.kill()
+        served.process.communicate()
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
