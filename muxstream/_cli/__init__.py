@@ -45,9 +45,9 @@ Or run everything at once on loopback: muxstream demo
 _EXAMPLES = {
     "serve": """\
 examples:
-  muxstream serve --token s3cret                 # 127.0.0.1:7000
-  MUXSTREAM_TOKEN=s3cret muxstream serve -a 0.0.0.0:7000 --cert srv.pem --key srv.key
-  muxstream serve --token s3cret --allow uname --allow cat   # restrict exec
+  muxstream serve                                # 127.0.0.1:7000, token from MUXSTREAM_TOKEN
+  muxstream serve --token-file /etc/muxstream/token -a 0.0.0.0:7000 --cert srv.pem --key srv.key
+  muxstream serve --allow uname --allow cat      # restrict exec
   muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
 Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
@@ -136,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
         help=f"listen on HOST:PORT (default {DEFAULT_HOST}:{DEFAULT_PORT}; port 0 picks one)",
     )
-    p.add_argument("--token", default=os.environ.get(ENV_TOKEN),
-                   help=f"bearer token clients must present (env {ENV_TOKEN}; "
-                        "default: generate one and print it)")
+    p.add_argument("--token", default=None,
+                   help=f"bearer token clients must present; visible to every local user "
+                        f"on the command line: prefer env {ENV_TOKEN} or --token-file "
+                        "(default: generate one and print it)")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="read the token from PATH (its first line; not readable by others)")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve without any token (loopback only: refused on other addresses)")
     p.add_argument("--insecure-no-tls", action="store_true",
@@ -146,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "text: only behind a TLS-terminating proxy or a VPN)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
     p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="let web pages from ORIGIN (scheme://host[:port]) use the server "
+                        "(repeatable; requests with any other Origin header are refused)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
                    help="allow only this argv[0] for exec (repeatable)")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
