@@ -99,6 +99,41 @@ def parse_size(text: str) -> int:
     return int(value * units[suffix])
 
 
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, stream numbers)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0 (timeouts)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of at least 0 (intervals)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """--address/--token/--tls/--cacert/--timeout, shared by every client command."""
     group = parser.add_argument_group("connection")
@@ -116,7 +151,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         "--cacert", metavar="FILE", help="trust this CA (PEM) for TLS; implies --tls"
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        "--timeout", type=positive_float, default=10.0, metavar="SECONDS",
         help="connect/handshake timeout (default 10)",
     )
 
@@ -173,6 +208,8 @@ def describe(exc: BaseException) -> str | None:
         status = getattr(exc, "status", 0)
         if status == 401:
             return "bad token: the server answered 401 Unauthorized"
+        if isinstance(exc, RemoteError) and status == 404:
+            return f"{exc.message} (HTTP 404)"  # the server's words name what is missing
         if isinstance(exc, RemoteError):
             return f"the server refused: {exc.message} (HTTP {status})"
         return f"the server refused the upgrade: HTTP {status}"

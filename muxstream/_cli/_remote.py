@@ -121,8 +121,6 @@ async def interactive(args: argparse.Namespace, *, attach: bool) -> int:
 
 
 async def exec_main(args: argparse.Namespace) -> int:
-    if not args.command:
-        raise CliError("no command given (usage: muxstream exec [-i] [-t] -- COMMAND [ARGS...])")
     return await interactive(args, attach=False)
 
 
