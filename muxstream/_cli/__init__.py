@@ -95,7 +95,8 @@ examples:
   muxstream bench                                # spawns a local server, 256 MiB
   muxstream bench --size 1G --json
   muxstream bench --no-spawn -a 10.0.0.2:7000    # against a running server
-  python -m muxstream bench --suite --quick      # the full suite (repository checkout)""",
+The full benchmark suite lives in a checkout of the repository:
+python benchmarks/run.py --quick (see docs/performance.md).""",
     "demo": """\
 examples:
   muxstream demo                                 # 256 MiB
@@ -253,8 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes to send (default 256M)")
     p.add_argument("--no-spawn", dest="spawn", action="store_false",
                    help="use the server at --address instead of spawning one")
-    p.add_argument("--suite", nargs=argparse.REMAINDER, default=None,
-                   help="run benchmarks/run.py with the remaining arguments")
     p.add_argument("--json", action="store_true", help="print a JSON result")
     p.set_defaults(handler="bench")
 
