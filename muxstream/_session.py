@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Only the reader task reads the transport (ARCHITECTURE.md rule 2). Writes keep the
+Only the reader task reads the transport (docs/performance.md, design rules). Writes keep the
 rule's point -- one ordered byte stream, never two writers interleaving -- with one
 refinement measured to pay (docs/performance.md): on TCP, when the writer task holds
 no bytes of its own, the task that just queued frames writes them itself with one
@@ -109,7 +109,7 @@ DEFAULT_ACCEPT_BACKLOG_BYTES = 1 << 20
 #: queued-but-unwritten bytes above which senders wait: bounds memory per session.
 DEFAULT_WRITE_BUFFER = 1 << 20
 
-#: One read's size: large reads cut per-call overhead (PERFORMANCE.md, point 1).
+#: One read's size: large reads cut per-call overhead (docs/performance.md, rule 1).
 _RECV_SIZE = 1 << 20
 #: Write from the task that queued the frames when the writer is idle (see _kick).
 _INLINE_WRITES = hasattr(os, "writev")
@@ -124,7 +124,7 @@ _YIELD_BYTES = 256 * 1024
 _YIELD_PER_READ = 8 * 1024
 #: One read's size on other transports (TLS, WebSocket, upgraded HTTP).
 _STREAM_RECV_SIZE = 64 * 1024
-#: One write's size: at least ~256 KiB per send call (PERFORMANCE.md).
+#: One write's size: at least ~256 KiB per send call (docs/performance.md, rule 1).
 _WRITE_BATCH = 512 * 1024
 #: Unsent bytes the kernel may hold per socket (see _limit_unsent).
 _NOTSENT_LOWAT = 256 * 1024

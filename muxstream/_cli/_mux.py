@@ -193,8 +193,6 @@ def _client_args(address: Address, token: str) -> argparse.Namespace:
 
 
 async def bench_main(args: argparse.Namespace) -> int:
-    if args.suite is not None:
-        return run_suite(args.suite)
     if args.spawn:
         token = secrets.token_urlsafe(SPAWNED_TOKEN_BYTES)
         async with spawned_server(token) as address:
@@ -224,19 +222,6 @@ async def _bench(args: argparse.Namespace, conn: argparse.Namespace) -> int:
             f"p99 {pings.get('p99_ms', 0):.2f} ms ({pings['count']:.0f} pings)"
         )
     return 0 if result.ok else 1
-
-
-def run_suite(rest: list[str]) -> int:
-    """Hand over to the repository's benchmark suite (benchmarks/run.py)."""
-    try:
-        from benchmarks import run as suite  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise CliError(
-            "the benchmark suite is not importable: run this from a clone of the "
-            "repository (python -m muxstream bench --suite ...)"
-        ) from None
-    code: int = suite.main(rest)
-    return code
 
 
 # --- demo ---------------------------------------------------------------------------

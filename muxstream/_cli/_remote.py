@@ -128,8 +128,6 @@ async def drive(process: RemoteProcess, use_tty: bool) -> int:
 
 
 async def exec_main(args: argparse.Namespace) -> int:
-    if not args.command:
-        raise CliError("no command given (usage: muxstream exec [-i] [-t] -- COMMAND [ARGS...])")
     return await interactive(args, attach=False)
 
 
