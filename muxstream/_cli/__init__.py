@@ -48,6 +48,7 @@ examples:
   muxstream serve --token s3cret                 # 127.0.0.1:7000
   MUXSTREAM_TOKEN=s3cret muxstream serve -a 0.0.0.0:7000 --cert srv.pem --key srv.key
   muxstream serve --token s3cret --allow uname --allow cat   # restrict exec
+  muxstream serve --token s3cret --allow-cp      # only cp (and kubectl cp)
   muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
 Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
@@ -116,6 +117,7 @@ def _parser_for(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._copy import add_cp_arguments
     from ._remote import parse_port_mapping
 
     parser = _Parser(
@@ -147,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
     p.add_argument("--key", help="TLS private key (PEM)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
-                   help="allow only this argv[0] for exec (repeatable)")
+                   help="allow only this argv[0] for exec (repeatable; not tar or find)")
+    p.add_argument("--allow-cp", action="store_true",
+                   help="under an allow-list (alone, or with --allow), also allow exactly "
+                        "the commands `muxstream cp` and `kubectl cp` send")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")
@@ -187,12 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    p.add_argument("source", help="local path, or POD:PATH / :PATH on the server")
-    p.add_argument("dest", help="local path, or POD:PATH / :PATH on the server")
-    p.add_argument("--pod", default="demo", help="pod for :PATH (default demo)")
-    p.add_argument("--no-verify", action="store_true", help="skip the sha256 comparison")
-    p.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto")
-    p.add_argument("--json", action="store_true", help="print a JSON result")
+    add_cp_arguments(p)
     p.set_defaults(handler="cp")
 
     p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _handler(name: str) -> Handler:
-    from . import _mux, _remote, _serve
+    from . import _copy, _mux, _remote, _serve
 
     handlers: dict[str, Handler] = {
         "serve": _serve.serve_main,
@@ -234,7 +234,7 @@ def _handler(name: str) -> Handler:
         "demo": _mux.demo_main,
         "exec": _remote.exec_main,
         "attach": _remote.attach_main,
-        "cp": _remote.cp_main,
+        "cp": _copy.cp_main,
         "port-forward": _remote.port_forward_main,
     }
     return handlers[name]

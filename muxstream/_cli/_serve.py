@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from .._session import SERVER, Session, open_session
+from ..remote._allow import allow_list_problem
 from ..remote._auth import exposure_problem, validate_token
 from ..transport import (
     HandshakeError,
@@ -176,6 +177,9 @@ def check_serve_args(args: argparse.Namespace) -> None:
             "--insecure-no-tls if something else encrypts the traffic (tokens would "
             "cross the network in clear text)"
         )
+    refused = allow_list_problem(args.allow)
+    if refused is not None:
+        raise CliError(f"--allow: {refused}; for cp and kubectl cp, use --allow-cp instead")
     if args.token:
         try:
             validate_token(args.token)
@@ -199,7 +203,9 @@ async def serve_main(args: argparse.Namespace) -> int:
             token=token,
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,
-            allowed_commands=args.allow,
+            # --allow-cp alone is an allow-list too: nothing but the copy commands.
+            allowed_commands=args.allow or ([] if args.allow_cp else None),
+            allow_copy=args.allow_cp,
             backend=backend,
             close_timeout=args.close_timeout,
         )
