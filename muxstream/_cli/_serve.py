@@ -41,6 +41,12 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
+from ..transport._connections import (
+    ConnectionInfo,
+    current_connection,
+    peer_name,
+    set_current_connection,
+)
 from ._common import ENV_TOKEN, Address, CliError
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
@@ -62,6 +68,7 @@ class Server:
         close_timeout: float,
     ) -> None:
         self.token = token
+        self.remote = remote
         self.remote_app = remote.app
         self.remote_config = remote.config
         self.ssl_context = ssl_context
@@ -77,7 +84,7 @@ class Server:
             ) as session:
                 self.sessions.add(session)
                 try:
-                    await serve_session(session, token)
+                    await serve_session(session, token, self.remote.throttle)
                 finally:
                     self.sessions.discard(session)
         except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
@@ -93,6 +100,7 @@ class Server:
             await trio.aclose_forcefully(tcp)
 
     async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
+        set_current_connection(ConnectionInfo(peer_name(tcp)))
         transport: trio.abc.Stream = tcp
         try:
             if self.ssl_context is not None:
@@ -127,8 +135,11 @@ class Server:
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.
         if not authorized(self.token, values[0] if len(values) == 1 else None):
-            await request.respond(401, [("content-type", "text/plain")], b"bad token\n")
+            await self.remote.refuse_credentials(request)
             return
+        connection = current_connection()
+        if connection is not None:
+            connection.mark_authenticated()
         if request.is_websocket:
             protocol = request.negotiate_subprotocol([WEBSOCKET_SUBPROTOCOL])
             try:
@@ -247,6 +258,9 @@ async def serve_main(args: argparse.Namespace) -> int:
             f"local user (ps, /proc); prefer {ENV_TOKEN} or --token-file",
             file=sys.stderr, flush=True,
         )
+    # The audit trail (one line per exec, attach and forwarded connection) is
+    # shown at the default verbosity, unlike other INFO lines.
+    logging.getLogger("muxstream.audit").setLevel(logging.INFO)
     address: Address = args.address
     token: str | None = args.token
     if not token and not args.insecure_no_auth:

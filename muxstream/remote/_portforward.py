@@ -19,22 +19,28 @@ import trio
 
 import muxstream
 
+from ..transport._connections import current_peer
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
 
 if TYPE_CHECKING:
     from ._server import RemoteServerConfig
 
 logger = logging.getLogger("muxstream.remote")
+audit = logging.getLogger("muxstream.audit")
 
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 COPY_SIZE = 256 * 1024
 
 
-async def _copy(source: trio.abc.ReceiveStream, sink: trio.abc.HalfCloseableStream) -> None:
-    """Copy to EOF, then half-close ``sink``. Errors end the copy quietly."""
+async def _copy(
+    source: trio.abc.ReceiveStream, sink: trio.abc.HalfCloseableStream, counted: list[int]
+) -> None:
+    """Copy to EOF, then half-close ``sink``; adds what it copied to
+    ``counted[0]``. Errors end the copy quietly."""
     with contextlib.suppress(*_GONE, OSError):
         while data := await source.receive_some(COPY_SIZE):
             await sink.send_all(data)
+            counted[0] += len(data)
         await sink.send_eof()
 
 
@@ -56,6 +62,8 @@ async def _forward(
     if reason is None and config.allowed_ports is not None and port not in config.allowed_ports:
         reason = "port is not allowed"
     target: trio.SocketStream | None = None
+    started = trio.current_time()
+    to_target, from_target = [0], [0]
     if reason is None:
         try:
             target = await trio.open_tcp_stream(config.forward_host, port)
@@ -64,8 +72,8 @@ async def _forward(
     try:
         if target is not None:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_copy, data, target)
-                await _copy(target, data)
+                nursery.start_soon(_copy, data, target, to_target)
+                await _copy(target, data, from_target)
                 # The target is done sending; the client resets data once it has
                 # read everything, which ends the other copy.
         if reason is not None:
@@ -80,6 +88,12 @@ async def _forward(
         await error.aclose()
         if target is not None:
             await target.aclose()
+        audit.info(
+            "port-forward peer=%s pod=%s port=%r to_port_bytes=%d from_port_bytes=%d "
+            "result=%s seconds=%.3f",
+            current_peer(), pod, port_text[:16], to_target[0], from_target[0],
+            "ok" if reason is None else repr(reason), trio.current_time() - started,
+        )
 
 
 async def serve_port_forward_session(

@@ -25,8 +25,14 @@ from typing import Any
 import trio
 
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
-from ..transport._connections import current_peer
-from ._auth import bearer_token_matches, browser_refusal, exposure_problem, validate_token
+from ..transport._connections import current_connection, current_peer
+from ._auth import (
+    bearer_token_matches,
+    browser_refusal,
+    exposure_problem,
+    peer_host,
+    validate_token,
+)
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
@@ -35,6 +41,7 @@ from ._channels import (
 )
 from ._exec_ws import serve_exec_websocket
 from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
+from ._limits import ServiceLimits
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -71,6 +78,8 @@ class RemoteServerConfig:
       backend: runs the commands; a :class:`LocalBackend` by default.
       api: the fake Kubernetes API (pods and containers kubectl may address).
       forward_host: where port-forward connects (the "pod" network).
+      limits: connections, processes, forwarded sockets, the auth deadline and
+        throttle (:class:`ServiceLimits`; defaults fit a 1024-descriptor process).
     """
 
     token: str | None = None
@@ -87,6 +96,7 @@ class RemoteServerConfig:
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
 
     def __post_init__(self) -> None:
         if not (self.token or self.client_certs or self.insecure_no_auth):
@@ -159,6 +169,7 @@ class RemoteServer:
     def __init__(self, config: RemoteServerConfig, backend: ExecBackend) -> None:
         self.config = config
         self.backend = backend
+        self.throttle = config.limits.throttle()
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve HTTP requests on ``stream`` until it closes (closes it on return)."""
@@ -173,11 +184,11 @@ class RemoteServer:
             await _answer(request, refusal)
             return
         if not _authorized(self.config, request):
-            logger.info("refused unauthenticated %s %s", request.method, request.target)
-            await _answer(
-                request, ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized"))
-            )
+            await self.refuse_credentials(request)
             return
+        connection = current_connection()
+        if connection is not None:
+            connection.mark_authenticated()
         target = self.config.api.parse_subresource(request.target)
         if target is None:
             await _answer(request, self.config.api.respond(request.method, request.target))
@@ -197,6 +208,24 @@ class RemoteServer:
             message = "Upgrade request required"
             await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
 
+    async def refuse_credentials(self, request: HTTPRequest) -> None:
+        """Answer 401 and close the connection (one try per connection), after a
+        delay if the peer's address keeps failing (:class:`_auth.AuthThrottle`);
+        one WARNING line (credentials in the target are redacted)."""
+        peer = current_peer()
+        delay = self.throttle.failed(peer_host(peer), trio.current_time())
+        logger.warning(
+            "refused %s %s from %s: missing or wrong credentials%s",
+            request.method, request.target, peer,
+            f"; answer held {delay:.1f} s (repeated failures)" if delay else "",
+        )
+        await trio.sleep(delay)
+        await _answer(
+            request,
+            ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized")),
+            connection="close",
+        )
+
     def _policy_refusal(self, target: SubresourceRequest) -> ApiResponse | None:
         """400 for a malformed query, 403 for what the policy forbids, else None."""
         if target.kind in ("exec", "attach"):
@@ -212,7 +241,7 @@ class RemoteServer:
                 )
             allowed = self.config.allowed_commands
             if allowed is not None and command[0] not in allowed:
-                logger.warning("refused command %r", command)
+                logger.warning("refused command %r from %s", command, current_peer())
                 return ApiResponse(
                     403,
                     status_body(403, "Forbidden", f"command {command[0]!r} is not allowed"),

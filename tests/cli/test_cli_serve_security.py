@@ -157,3 +157,29 @@ def test_commands_die_when_the_server_is_sigkilled() -> None:
         if pid:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- token hygiene ---------------------------------------------------------------------
+
+
+def test_serve_refuses_a_short_token_in_one_line() -> None:
+    for argv, env in ((["--token", "s3cret"], cli_env()),
+                      ([], cli_env(MUXSTREAM_TOKEN="fifteen-chars-x"))):
+        result = muxstream("serve", "-a", "127.0.0.1:0", *argv, env=env)
+        assert result.returncode == 1
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "at least 16 characters" in lines[0], lines
+
+
+def test_serve_prints_an_audit_line_per_exec_at_the_default_verbosity() -> None:
+    served = start_server(env=cli_env(MUXSTREAM_TOKEN=TOKEN))
+    try:
+        result = muxstream("exec", "--", "sh", "-c", "echo hi; exit 4", env=client_env(served))
+        assert result.returncode == 4
+    finally:
+        _code, output = stop_server(served)
+    lines = [line for line in output.splitlines() if "muxstream.audit" in line]
+    assert len(lines) == 1, output
+    assert "exec argv=['sh', '-c', 'echo hi; exit 4'] peer=127.0.0.1:" in lines[0]
+    assert "exit=4" in lines[0] and "stdout_bytes=3" in lines[0]
+    assert TOKEN not in output

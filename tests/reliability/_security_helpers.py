@@ -158,13 +158,13 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 @asynccontextmanager
 async def cli_service(
-    tmp_path: Path,
+    tmp_path: Path, **config_options: Any
 ) -> AsyncIterator[tuple[int, SpyBackend]]:
     """The `muxstream serve` connection handler (raw sessions, /muxstream, exec) on
     127.0.0.1:0 with a token, in-process; yields (port, spy backend)."""
     async with LocalBackend(cwd=str(tmp_path)) as local:
         spy = SpyBackend(local)
-        config = RemoteServerConfig(token=TOKEN, backend=spy)
+        config = RemoteServerConfig(token=TOKEN, backend=spy, **config_options)
         server = _serve.Server(TOKEN, RemoteServer(config, spy), None, close_timeout=5)
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
