@@ -94,6 +94,15 @@ examples:
 }
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    from ..remote._kubeapi import parse_port_range
+
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 1 (docs/cli.md)."""
 
@@ -154,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; requests with any other Origin header are refused)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
                    help="allow only this argv[0] for exec (repeatable)")
+    p.add_argument("--allow-port", action="append", type=_port_range, metavar="PORT[-PORT]",
+                   help="allow port-forward only to these ports (repeatable; ranges "
+                        "LOW-HIGH); with --allow and no --allow-port, port-forward is off")
+    p.add_argument("--no-port-forward", action="store_true",
+                   help="refuse every port-forward request")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")

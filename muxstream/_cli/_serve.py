@@ -33,6 +33,7 @@ import trio
 from .._session import SERVER, Session, open_session
 from ..remote import RemoteServer
 from ..remote._auth import exposure_problem, validate_token
+from ..remote._kubeapi import PortRanges
 from ..remote._server import no_auth_warning, request_refusal
 from ..transport import (
     HandshakeError,
@@ -247,6 +248,15 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise CliError(f"bad --token/--token-file/{ENV_TOKEN}: {exc}") from None
 
 
+def port_forward_enabled(args: argparse.Namespace) -> bool:
+    """Whether serve offers port-forward: not with ``--no-port-forward``, and not
+    when ``--allow`` restricts exec but no ``--allow-port`` names a port (a
+    restricted service must not reach every local port by default)."""
+    if args.no_port_forward:
+        return False
+    return not (args.allow and not args.allow_port)
+
+
 async def serve_main(args: argparse.Namespace) -> int:
     from ..remote import LocalBackend, RemoteServerConfig
 
@@ -275,6 +285,8 @@ async def serve_main(args: argparse.Namespace) -> int:
             insecure_no_tls=args.insecure_no_tls,
             allowed_origins=args.allow_origin or (),
             allowed_commands=args.allow,
+            allowed_ports=PortRanges(args.allow_port) if args.allow_port else None,
+            port_forward=port_forward_enabled(args),
             backend=backend,
             close_timeout=args.close_timeout,
         )

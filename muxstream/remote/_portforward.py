@@ -21,6 +21,7 @@ import muxstream
 
 from ..transport._connections import current_peer
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
+from ._kubeapi import parse_port
 
 if TYPE_CHECKING:
     from ._server import RemoteServerConfig
@@ -52,13 +53,9 @@ async def _forward(
 ) -> None:
     port_text = data.headers.get(PORT_HEADER, "")
     reason: str | None = None
-    try:
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ValueError(port_text)
-    except ValueError:
-        reason = f"invalid port {port_text!r}"
-        port = 0
+    port = parse_port(port_text) or 0
+    if not port:
+        reason = f"invalid port {port_text[:16]!r}"
     if reason is None and config.allowed_ports is not None and port not in config.allowed_ports:
         reason = "port is not allowed"
     target: trio.SocketStream | None = None

@@ -74,7 +74,9 @@ class RemoteServerConfig:
         ``Origin`` is refused (403), whatever the auth mode. kubectl and the
         Python clients send none; browsers always do.
       allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
-      allowed_ports: if set, port-forward is refused unless the port is listed.
+      allowed_ports: if set, port-forward is refused unless the port is listed
+        (the ``ports=`` of the request and each forwarded connection's port).
+      port_forward: False refuses every port-forward request (403).
       backend: runs the commands; a :class:`LocalBackend` by default.
       api: the fake Kubernetes API (pods and containers kubectl may address).
       forward_host: where port-forward connects (the "pod" network).
@@ -89,6 +91,7 @@ class RemoteServerConfig:
     allowed_origins: Collection[str] = ()
     allowed_commands: Collection[str] | None = None
     allowed_ports: Collection[int] | None = None
+    port_forward: bool = True
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
     forward_host: str = "127.0.0.1"
@@ -246,9 +249,15 @@ class RemoteServer:
                     403,
                     status_body(403, "Forbidden", f"command {command[0]!r} is not allowed"),
                 )
-        if target.kind == "portforward" and self.config.allowed_ports is not None:
-            ports = target.ports()
-            if any(p not in self.config.allowed_ports for p in ports):
+        if target.kind == "portforward":
+            if not self.config.port_forward:
+                message = "port-forward is disabled on this server"
+                return ApiResponse(403, status_body(403, "Forbidden", message))
+            problem = target.ports_error()
+            if problem is not None:
+                return ApiResponse(400, status_body(400, "BadRequest", problem))
+            ports = self.config.allowed_ports
+            if ports is not None and any(p not in ports for p in target.ports()):
                 return ApiResponse(403, status_body(403, "Forbidden", "port is not allowed"))
         return None
 

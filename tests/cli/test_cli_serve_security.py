@@ -183,3 +183,20 @@ def test_serve_prints_an_audit_line_per_exec_at_the_default_verbosity() -> None:
     assert "exec argv=['sh', '-c', 'echo hi; exit 4'] peer=127.0.0.1:" in lines[0]
     assert "exit=4" in lines[0] and "stdout_bytes=3" in lines[0]
     assert TOKEN not in output
+
+
+# --- port-forward policy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--no-port-forward"], ["--allow", "true"]])
+async def test_serve_can_refuse_every_port_forward(argv: list[str]) -> None:
+    from muxstream.remote import RemoteEndpoint, RemoteError, open_port_forward
+
+    served = start_server(*argv, env=cli_env(MUXSTREAM_TOKEN=TOKEN))
+    try:
+        endpoint = RemoteEndpoint(f"http://{served.address}", token=TOKEN, transport="spdy")
+        with trio.fail_after(TIMEOUT), pytest.raises(RemoteError, match="disabled"):
+            async with open_port_forward(endpoint, "demo"):
+                pass
+    finally:
+        stop_server(served)
