@@ -27,6 +27,7 @@ import signal
 import ssl
 import stat
 import sys
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -34,7 +35,8 @@ from .._session import SERVER, Session, open_session
 from ..remote import RemoteServer
 from ..remote._auth import exposure_problem, validate_token
 from ..remote._kubeapi import PortRanges
-from ..remote._server import no_auth_warning, request_refusal
+from ..remote._limits import ServiceLimits, raise_nofile_limit
+from ..remote._server import MAX_BODY_SIZE, no_auth_warning, request_refusal
 from ..transport import (
     HandshakeError,
     HTTPRequest,
@@ -46,6 +48,7 @@ from ..transport._connections import (
     ConnectionInfo,
     current_connection,
     peer_name,
+    serve_connections,
     set_current_connection,
 )
 from ._common import ENV_TOKEN, Address, CliError
@@ -101,7 +104,8 @@ class Server:
             await trio.aclose_forcefully(tcp)
 
     async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
-        set_current_connection(ConnectionInfo(peer_name(tcp)))
+        if current_connection() is None:  # (not under serve_connections: tests)
+            set_current_connection(ConnectionInfo(peer_name(tcp)))
         transport: trio.abc.Stream = tcp
         try:
             if self.ssl_context is not None:
@@ -122,7 +126,7 @@ class Server:
         if first[0] == _SPDY_CONTROL_BYTE:
             await self.run_session(replayed, self.token)
         else:
-            await handle_http_connection(replayed, self.app)
+            await handle_http_connection(replayed, self.app, max_body_size=MAX_BODY_SIZE)
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
@@ -248,6 +252,22 @@ def check_serve_args(args: argparse.Namespace) -> None:
             raise CliError(f"bad --token/--token-file/{ENV_TOKEN}: {exc}") from None
 
 
+async def listen(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    address: Address,
+    limits: ServiceLimits,
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Bind ``address`` and serve connections under ``limits`` (like trio.serve_tcp)."""
+    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    await serve_connections(
+        handler, listeners, limits.connection_limits(),
+        handler_nursery=handler_nursery, task_status=task_status,
+    )
+
+
 def port_forward_enabled(args: argparse.Namespace) -> bool:
     """Whether serve offers port-forward: not with ``--no-port-forward``, and not
     when ``--allow`` restricts exec but no ``--allow-port`` names a port (a
@@ -262,6 +282,7 @@ async def serve_main(args: argparse.Namespace) -> int:
 
     token_on_argv = bool(args.token)
     check_serve_args(args)
+    raise_nofile_limit()
     if token_on_argv:
         print(
             "muxstream serve: warning: --token on the command line is visible to every "
@@ -296,10 +317,7 @@ async def serve_main(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
                     listeners = await listening.start(
-                        lambda task_status: trio.serve_tcp(
-                            server.handle_tcp, address.port, host=address.host,
-                            handler_nursery=connections, task_status=task_status,
-                        )
+                        listen, server.handle_tcp, address, config.limits, connections
                     )
                     port = listeners[0].socket.getsockname()[1]
                     if not token:

@@ -17,15 +17,18 @@ buffer (1 MiB), the accept backlog's headers (1 MiB), and per exec the pipes
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 from typing import Any
 
+from ..transport._connections import ConnectionLimits
 from ._auth import (
     DEFAULT_THROTTLE_BURST,
     DEFAULT_THROTTLE_MAX_DELAY,
     DEFAULT_THROTTLE_RATE,
     AuthThrottle,
 )
+from ._spawn import set_children_nofile
 
 #: Connections served at once (any state); beyond it new ones are closed at once.
 DEFAULT_MAX_CONNECTIONS = 256
@@ -73,6 +76,14 @@ class ServiceLimits:
     auth_failure_rate: float = DEFAULT_THROTTLE_RATE
     auth_failure_max_delay: float = DEFAULT_THROTTLE_MAX_DELAY
 
+    def connection_limits(self) -> ConnectionLimits:
+        """The accept loop's share of these limits."""
+        return ConnectionLimits(
+            max_connections=self.max_connections,
+            max_unauthenticated=self.max_unauthenticated,
+            auth_timeout=self.auth_timeout,
+        )
+
     def throttle(self) -> AuthThrottle:
         """A fresh throttle with these settings."""
         return AuthThrottle(
@@ -80,3 +91,37 @@ class ServiceLimits:
             rate=self.auth_failure_rate,
             max_delay=self.auth_failure_max_delay,
         )
+
+
+class Slots:
+    """How many of something are in use, against a capacity (never blocks)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+
+    def acquire(self) -> bool:
+        """Take a slot; False (and nothing taken) when all are in use."""
+        if self.in_use >= self.capacity:
+            return False
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        self.in_use -= 1
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (a server's
+    connections and pipes need descriptors; the soft default is often 1024 when
+    the hard one is far higher). Commands started afterwards get the old soft
+    limit back (programs using select() break above 1024). Returns the new
+    (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):  # e.g. hard is RLIM_INFINITY on some systems
+            return soft, hard
+        set_children_nofile((soft, hard))
+    return hard, hard

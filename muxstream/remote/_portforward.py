@@ -22,6 +22,7 @@ import muxstream
 from ..transport._connections import current_peer
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
 from ._kubeapi import parse_port
+from ._limits import Slots
 
 if TYPE_CHECKING:
     from ._server import RemoteServerConfig
@@ -93,15 +94,59 @@ async def _forward(
         )
 
 
+async def _refuse(error: muxstream.Stream, data: muxstream.Stream, message: str) -> None:
+    logger.warning("%s", message)
+    with contextlib.suppress(*_GONE):
+        await error.send_all(message.encode())
+        await error.send_eof()
+    await data.aclose()
+    await error.aclose()
+
+
 async def serve_port_forward_session(
-    transport: trio.abc.Stream, config: RemoteServerConfig, pod: str
+    transport: trio.abc.Stream,
+    config: RemoteServerConfig,
+    pod: str,
+    forwards: Slots | None = None,
 ) -> None:
-    """Serve port-forward streams on ``transport`` until the client closes it."""
+    """Serve port-forward streams on ``transport`` until the client closes it.
+
+    At most ``config.limits.max_forwards_per_session`` forwarded connections
+    at once here, and none beyond what ``forwards`` (the server's count) has
+    room for: a connection over either limit gets an error and is closed.
+    """
+    if forwards is None:
+        forwards = Slots(config.limits.max_forwards)
+    here = Slots(config.limits.max_forwards_per_session)
+
+    async def forward(error: muxstream.Stream, data: muxstream.Stream) -> None:
+        if not here.acquire():
+            message = (
+                f"error forwarding to pod {pod}: too many forwarded connections in this "
+                f"session (limit {here.capacity})"
+            )
+            await _refuse(error, data, message)
+            return
+        try:
+            if not forwards.acquire():
+                message = (
+                    f"error forwarding to pod {pod}: too many forwarded connections on "
+                    f"this server (limit {forwards.capacity})"
+                )
+                await _refuse(error, data, message)
+                return
+            try:
+                await _forward(error, data, config, pod)
+            finally:
+                forwards.release()
+        finally:
+            here.release()
+
     async with muxstream.open_session(
         transport,
         role=muxstream.SERVER,
         close_timeout=config.close_timeout,
-        **config.session_options,
+        **config.session_kwargs(),
     ) as session:
         # request id -> (the streams so far, the scope of its expiry timer)
         pending: dict[str, tuple[dict[str, muxstream.Stream], trio.CancelScope]] = {}
@@ -141,10 +186,6 @@ async def serve_port_forward_session(
                         del pending[request_id]
                         scope.cancel()
                         nursery.start_soon(
-                            _forward,
-                            streams[StreamType.ERROR],
-                            streams[StreamType.DATA],
-                            config,
-                            pod,
+                            forward, streams[StreamType.ERROR], streams[StreamType.DATA]
                         )
             nursery.cancel_scope.cancel()

@@ -41,7 +41,7 @@ from ._channels import (
 )
 from ._exec_ws import serve_exec_websocket
 from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
-from ._limits import ServiceLimits
+from ._limits import SERVICE_SESSION_OPTIONS, ServiceLimits, Slots
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -53,6 +53,10 @@ DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
 #: Seconds a graceful close may take.
 DEFAULT_CLOSE_TIMEOUT = 10.0
 WEBSOCKET_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+#: Request body bytes the service reads: none. The API answers GET and upgrades
+#: only, so any body is refused (413) before a byte of it is read, whoever sent
+#: it: a body can never cost memory before authentication.
+MAX_BODY_SIZE = 0
 
 
 @dataclass
@@ -100,6 +104,11 @@ class RemoteServerConfig:
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """Options of each exec/port-forward session: the service's memory budget
+        (``SERVICE_SESSION_OPTIONS``) overridden by ``session_options``."""
+        return {**SERVICE_SESSION_OPTIONS, **self.session_options}
 
     def __post_init__(self) -> None:
         if not (self.token or self.client_certs or self.insecure_no_auth):
@@ -173,11 +182,18 @@ class RemoteServer:
         self.config = config
         self.backend = backend
         self.throttle = config.limits.throttle()
+        #: exec sessions running (each runs one command); attach joins a shared one.
+        self.processes = Slots(config.limits.max_processes)
+        #: forwarded connections open, over every port-forward session.
+        self.forwards = Slots(config.limits.max_forwards)
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve HTTP requests on ``stream`` until it closes (closes it on return)."""
         await handle_http_connection(
-            stream, self.app, handshake_timeout=self.config.handshake_timeout
+            stream,
+            self.app,
+            handshake_timeout=self.config.handshake_timeout,
+            max_body_size=MAX_BODY_SIZE,
         )
 
     async def app(self, request: HTTPRequest) -> None:
@@ -203,13 +219,29 @@ class RemoteServer:
         if refusal is not None:
             await _answer(request, refusal)
             return
-        if request.is_websocket:
-            await self._websocket(request, target)
-        elif request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1"):
-            await self._spdy(request, target)
-        else:
+        if not request.is_websocket and not (
+            request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1")
+        ):
             message = "Upgrade request required"
             await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
+            return
+        counts_as_process = target.kind == "exec"
+        if counts_as_process and not self.processes.acquire():
+            logger.warning(
+                "refused exec from %s: %d commands (the limit) are running",
+                current_peer(), self.processes.capacity,
+            )
+            message = f"too many commands running (limit {self.processes.capacity})"
+            await _answer(request, ApiResponse(429, status_body(429, "TooManyRequests", message)))
+            return
+        try:
+            if request.is_websocket:
+                await self._websocket(request, target)
+            else:
+                await self._spdy(request, target)
+        finally:
+            if counts_as_process:
+                self.processes.release()
 
     async def refuse_credentials(self, request: HTTPRequest) -> None:
         """Answer 401 and close the connection (one try per connection), after a
@@ -285,7 +317,7 @@ class RemoteServer:
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_session(websocket, self.config, target.pod)
+            await serve_port_forward_session(websocket, self.config, target.pod, self.forwards)
         else:
             await serve_exec_websocket(websocket, protocol, target.exec_request(), self.backend)
 
@@ -315,7 +347,7 @@ class RemoteServer:
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_session(stream, self.config, target.pod)
+            await serve_port_forward_session(stream, self.config, target.pod, self.forwards)
         else:
             from ._exec_spdy import serve_exec_spdy
 
@@ -379,6 +411,8 @@ async def serve_remote(
             host=host,
             ssl_context=ssl_context,
             handshake_timeout=config.handshake_timeout,
+            max_body_size=MAX_BODY_SIZE,
+            connection_limits=config.limits.connection_limits(),
             task_status=task_status,
         )
 

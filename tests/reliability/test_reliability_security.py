@@ -201,11 +201,11 @@ async def test_cli_serve_binds_a_wildcard_only_with_tls_or_the_opt_out(
     """`serve_main` itself, up to the bind call (a spy: nothing is bound)."""
     binds: list[str] = []
 
-    async def fake_serve_tcp(handler: Any, port: int, *, host: str, **kwargs: Any) -> None:
+    async def fake_open_tcp_listeners(port: int, *, host: str, **kwargs: Any) -> None:
         binds.append(host)
         raise _Stop
 
-    monkeypatch.setattr(trio, "serve_tcp", fake_serve_tcp)
+    monkeypatch.setattr(trio, "open_tcp_listeners", fake_open_tcp_listeners)
     pem = tmp_path / "server.pem"
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     cert = ca.issue_cert("server.example", key_type=trustme.KeyType.ECDSA)
