@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from ._remote_helpers import cutting_proxy, remote_server
 
 TRANSPORTS = ["websocket", "spdy"]
 #: Size of the files cut mid-copy and resumed (MUXSTREAM_TEST_REMOTE_MIB scales it).
+BUSYBOX = shutil.which("busybox")
 RESUME_BYTES = int(os.environ.get("MUXSTREAM_TEST_REMOTE_MIB", "32")) * 1024 * 1024 // 4
 
 
@@ -110,6 +112,7 @@ async def rewriting_server(
 async def test_upload_into_an_existing_directory(tmp_path: Path, slash: str) -> None:
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(100_000))
+    source.chmod(0o741)  # the mode travels too
     empty, full = tmp_path / "empty", tmp_path / "full"
     empty.mkdir()
     full.mkdir()
@@ -119,6 +122,7 @@ async def test_upload_into_an_existing_directory(tmp_path: Path, slash: str) -> 
         two = await copy_to_remote(endpoint, "demo", source, f"{full}{slash}")
     assert one.destination == f"{empty}/data.bin" and two.destination == f"{full}/data.bin"
     assert empty.is_dir() and (empty / "data.bin").read_bytes() == source.read_bytes()
+    assert (empty / "data.bin").stat().st_mode & 0o777 == 0o741
     assert (full / "data.bin").read_bytes() == source.read_bytes()
     assert (full / "other.txt").read_text() == "stays"
     assert leftovers(empty) == leftovers(full) == []
@@ -149,6 +153,7 @@ async def test_download_into_an_existing_directory(tmp_path: Path, slash: str) -
     remote = tmp_path / "remote"
     (remote / "tree").mkdir(parents=True)
     (remote / "data.bin").write_bytes(os.urandom(50_000))
+    (remote / "data.bin").chmod(0o750)
     (remote / "tree" / "c.txt").write_text("c")
     local = tmp_path / "local"
     local.mkdir()
@@ -158,6 +163,7 @@ async def test_download_into_an_existing_directory(tmp_path: Path, slash: str) -
     assert Path(one.destination) == local / "data.bin"
     assert Path(two.destination) == local / "tree"
     assert (local / "data.bin").read_bytes() == (remote / "data.bin").read_bytes()
+    assert (local / "data.bin").stat().st_mode & 0o777 == 0o750
     assert (local / "tree" / "c.txt").read_text() == "c"
     assert leftovers(local) == []
 
@@ -346,3 +352,44 @@ async def test_copies_work_under_an_allow_list_with_allow_copy(tmp_path: Path) -
     programs = {argv[0] for argv in spy.commands}
     assert {"tee", "tail", "sha256sum", "tar", "find", "mv", "cp", "rm", "ls"} <= programs
     assert ("tar", "cf", "-", "--to-command=id", "/etc") not in spy.commands  # never started
+
+
+# --- the tools a pod has ------------------------------------------------------------
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (.ci/run installs it)")
+async def test_every_copy_runs_on_busybox_tools(tmp_path: Path) -> None:
+    """Pods without coreutils (alpine, busybox images) have busybox applets: the
+    remote commands must work there too, resume included."""
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(3_000_000))
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "x.txt").write_text("x")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    remote, back = tmp_path / "remote", tmp_path / "back"
+    remote.mkdir()
+    back.mkdir()
+    (remote / ".data.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:1_000_000])
+    (back / ".data.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:2_000_000])
+
+    def busybox(argv: tuple[str, ...]) -> Sequence[str]:
+        return [str(BUSYBOX), *argv]
+
+    async with rewriting_server(busybox) as (endpoint, spy):
+        up = await copy_to_remote(endpoint, "demo", source, f"{remote}/", resume=True)
+        down = await copy_from_remote(endpoint, "demo", f"{remote}/data.bin", back, resume=True)
+        await copy_to_remote(endpoint, "demo", tree, str(remote))
+        await copy_to_remote(endpoint, "demo", tree, str(remote))  # merged into its namesake
+        await copy_from_remote(endpoint, "demo", f"{remote}/tree", back)
+        with pytest.raises(CopyError, match="no such file on the server"):
+            await copy_from_remote(endpoint, "demo", f"{remote}/absent", back)
+    assert (up.resumed_from, down.resumed_from) == (1_000_000, 2_000_000)
+    assert (back / "data.bin").read_bytes() == source.read_bytes()
+    assert (back / "tree" / "sub" / "x.txt").read_text() == "x"
+    assert (remote / "tree" / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert leftovers(remote) == leftovers(back) == leftovers(remote / "tree") == []
+    assert {"ls", "tee", "tail", "sha256sum", "find", "tar", "mv", "cp", "rm"} <= {
+        argv[0] for argv in spy.commands
+    }
