@@ -50,13 +50,13 @@ import trio
 from ._client import RemoteEndpoint, RemoteProcess, open_remote_process, run_remote
 from ._copy_tar import (
     CHUNK,
-    ProgressCallback,
     keep_stderr,
     parse_digests,
     receive_tree,
     send_tree,
     tree_files,
 )
+from ._copy_tar import ProgressCallback as ProgressCallback
 
 #: Seconds to spend removing a failed upload's temporary file on the server
 #: (a new connection): long enough for a slow link, short enough for Ctrl-C.

@@ -134,3 +134,32 @@ def test_root_error_unwraps_exception_groups() -> None:
     inner = ConnectionRefusedError(111, "refused")
     group = BaseExceptionGroup("outer", [ExceptionGroup("inner", [inner])])
     assert root_error(group) is inner
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_lines_show_total_percent_rate_and_eta() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    progress = Progress("bulk", 100 << 20, mode="lines", stream=out, clock=clock)
+    clock.now += 7.0  # setting up (random blocks, the stream) is not the transfer
+    progress.update(0)
+    clock.now += 0.5
+    progress.update(50 << 20)
+    lines = out.getvalue().splitlines()
+    # 50 MiB in the 0.5 s since update(0): 100 MiB/s, the rate a summary computes.
+    assert lines[-1] == "bulk:  50%  50.0 MiB of 100.0 MiB  100 MiB/s  ETA 0:00:01"
+
+
+def test_progress_end_line_ends_a_half_drawn_terminal_line_once() -> None:
+    out = FakeTerminal()
+    progress = Progress("cp", 4 << 20, mode="quiet", stream=out)
+    progress.update(1 << 20)
+    progress.end_line()
+    progress.end_line()
+    assert out.getvalue().endswith(" \n") and not out.getvalue().endswith("\n\n")
