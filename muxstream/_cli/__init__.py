@@ -58,7 +58,7 @@ examples:
   muxstream serve                                # 127.0.0.1:7000, token from MUXSTREAM_TOKEN
   muxstream serve --token-file /etc/muxstream/token -a 0.0.0.0:7000 --cert srv.pem --key srv.key
   muxstream serve --allow uname --allow cat      # restrict exec
-  muxstream serve --allow-cp                      # only cp (and kubectl cp)
+  muxstream serve --allow-cp                     # only cp (and kubectl cp)
   muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
 Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
@@ -153,6 +153,8 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._copy import add_cp_arguments
+
     parser = _Parser(
         prog="muxstream",
         description=_DESCRIPTION,
@@ -239,8 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    from ._copy import add_cp_arguments
-
     add_cp_arguments(p, DEFAULT_POD)
     p.set_defaults(handler="cp")
 

@@ -114,7 +114,7 @@ def add_kube_parser(
     p.add_argument("dest", metavar="DEST", help="LOCAL or [NS/]POD:PATH")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 comparison")
     p.add_argument("--resume", action="store_true",
-                   help="keep a partial copy when interrupted, and continue one (one file)")
+                   help="continue an interrupted --resume copy of a file where it stopped")
     p.add_argument("--json", action="store_true", help="print a JSON result")
     p = command("port-forward", "forward local ports to a pod (kubectl port-forward)")
     p.add_argument("pod", metavar="POD", help="pod name (or pod/NAME)")
@@ -230,7 +230,7 @@ async def _cp(args: argparse.Namespace) -> int:
             namespace, pod, remote_path = source
             container = await _container(cluster, pod, args, namespace)
             result = await cluster.copy_from(
-                pod, remote_path, Path(args.dest), container=container, namespace=namespace,
+                pod, remote_path, args.dest, container=container, namespace=namespace,
                 progress=progress.update, verify=verify, resume=resume,
             )
             direction = f"{pod}:{remote_path} -> {result.destination}"

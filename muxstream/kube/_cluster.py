@@ -40,7 +40,7 @@ from ..remote import (
     run_remote,
 )
 from ..remote._client import Transport
-from ..remote._copy import ProgressCallback
+from ..remote._copy_tar import ProgressCallback
 from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now
@@ -289,10 +289,9 @@ class Cluster:
         verify: bool = True,
         resume: bool = False,
     ) -> CopyResult:
-        """Copy a local file or directory to ``remote_path`` in ``pod``, as
-        :func:`muxstream.remote.copy_to_remote` does (into an existing directory,
-        through a temporary name renamed after the SHA-256 check, ``resume``);
-        the container needs coreutils or busybox, and tar for directories.
+        """Copy a local file or directory to ``remote_path`` in ``pod`` (through
+        exec, with the pod's own tools; see :func:`muxstream.remote.copy_to_remote`
+        for the contract: into a directory, temporary name, SHA-256, ``resume``).
         ``progress(done, total)`` follows the transfer."""
         container = await self._container(pod, container, namespace)
         return await self._call(
@@ -315,8 +314,8 @@ class Cluster:
         verify: bool = True,
         resume: bool = False,
     ) -> CopyResult:
-        """Copy ``remote_path`` (file or directory) in ``pod`` to ``local_path``,
-        as :func:`muxstream.remote.copy_from_remote` does."""
+        """Copy ``remote_path`` (file or directory) in ``pod`` to ``local_path``
+        (see :func:`muxstream.remote.copy_from_remote` for the contract)."""
         container = await self._container(pod, container, namespace)
         return await self._call(
             namespace,
