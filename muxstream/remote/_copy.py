@@ -156,12 +156,7 @@ async def _upload_file(
         mode = f"{stat.S_IMODE(info.st_mode) & 0o777:03o}"
         await pod.check(["chmod", mode, "--", temp], f"setting the mode of {temp}")
         if verify:
-            theirs = await pod.file_digest(temp)
-            if theirs != digest.hexdigest():
-                raise CopyError(
-                    f"SHA-256 mismatch after the copy: {temp} on the server has {theirs}, "
-                    f"the bytes sent have {digest.hexdigest()}"
-                )
+            await pod.check_digest(temp, digest.hexdigest(), "the bytes sent")
         await pod.check(["mv", "-f", "--", temp, final], f"renaming {temp} to {final}")
     except BaseException as exc:
         await _after_failed_upload(pod, temp, exc, keep=resume and not isinstance(exc, CopyError))
@@ -356,12 +351,7 @@ async def _download_file(
     try:
         await _receive_file(pod, remote, temp, offset, digest, found.size, progress)
         if verify:
-            theirs = await pod.file_digest(remote)
-            if theirs != digest.hexdigest():
-                raise CopyError(
-                    f"SHA-256 mismatch after the copy: {remote} on the server has {theirs}, "
-                    f"the bytes received have {digest.hexdigest()} (did it change meanwhile?)"
-                )
+            await pod.check_digest(remote, digest.hexdigest(), "the bytes received")
         os.chmod(temp, found.mode)
         os.replace(temp, final)
     except BaseException as exc:

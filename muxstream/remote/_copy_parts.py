@@ -161,6 +161,15 @@ class Pod:
         out = await self.check(["sha256sum", "--", path], f"computing the SHA-256 of {path}")
         return out.removeprefix(b"\\").split(b" ", 1)[0].decode()
 
+    async def check_digest(self, path: str, expected: str, ours: str) -> None:
+        """Raise :class:`CopyError` unless ``path``'s SHA-256 is ``expected``."""
+        theirs = await self.file_digest(path)
+        if theirs != expected:
+            raise CopyError(
+                f"SHA-256 mismatch after the copy: {path} on the server has {theirs}, "
+                f"{ours} have {expected}"
+            )
+
     async def tree_digests(self, root: str) -> dict[str, str]:
         argv = ["find", root, "-type", "f", "-exec", "sha256sum", "{}", "+"]
         out = await self.check(argv, f"computing the SHA-256 of the files under {root}")

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -105,6 +105,28 @@ async def rewriting_server(
             yield endpoint, backend
 
 
+async def cut_midway(
+    endpoint: RemoteEndpoint,
+    copy: Callable[[RemoteEndpoint], Awaitable[CopyResult]],
+    *,
+    upload: bool,
+    limit: float,
+    trigger: trio.Event | None = None,
+) -> trio.BrokenResourceError:
+    """Run ``copy`` through a proxy that resets the connection after ``limit``
+    bytes one way (or when ``trigger`` is set); return the error it must raise."""
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    async with cutting_proxy(port, limit, downstream=not upload, trigger=trigger) as (
+        proxy_port,
+        cut,
+    ):
+        via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
+        with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
+            await copy(via_proxy)
+        assert cut.is_set()
+    return info.value
+
+
 # --- into an existing directory -----------------------------------------------------
 
 
@@ -179,8 +201,9 @@ async def test_a_trailing_slash_names_a_directory_that_must_exist(tmp_path: Path
     assert not (tmp_path / "absent").exists()
 
 
-async def test_missing_remote_file_is_named(tmp_path: Path) -> None:
-    async with remote_server() as endpoint:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_missing_remote_file_is_named(transport: str, tmp_path: Path) -> None:
+    async with remote_server(transport) as endpoint:
         with pytest.raises(CopyError) as info:
             await copy_from_remote(endpoint, "demo", f"{tmp_path}/missing", tmp_path / "x")
     assert str(info.value) == f"no such file on the server: {tmp_path}/missing"
@@ -200,22 +223,18 @@ async def test_a_cut_copy_leaves_the_destination_untouched(
     final = tmp_path / "dest" / "copy.bin"
     final.parent.mkdir()
     final.write_bytes(b"the previous version")
+    upload = direction == "upload"
+
+    async def copy(endpoint: RemoteEndpoint) -> CopyResult:
+        if upload:
+            return await copy_to_remote(endpoint, "demo", source, str(final))
+        return await copy_from_remote(endpoint, "demo", str(source), final)
+
     async with remote_server(transport) as endpoint:
-        port = int(endpoint.url.rsplit(":", 1)[1])
-        async with cutting_proxy(port, 2 * 1024 * 1024, downstream=direction == "download") as (
-            proxy_port,
-            cut,
-        ):
-            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
-            with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
-                if direction == "upload":
-                    await copy_to_remote(via_proxy, "demo", source, str(final))
-                else:
-                    await copy_from_remote(via_proxy, "demo", str(source), final)
-            assert cut.is_set()
+        error = await cut_midway(endpoint, copy, upload=upload, limit=2 * 1024 * 1024)
     assert final.read_bytes() == b"the previous version"
     assert leftovers(final.parent) == []
-    assert any("removed the temporary file" in note for note in info.value.__notes__)
+    assert any("removed the temporary file" in note for note in error.__notes__)
 
 
 async def test_a_digest_mismatch_removes_the_temporary_file(tmp_path: Path) -> None:
@@ -281,20 +300,12 @@ async def test_resume_continues_a_cut_copy_to_an_identical_file(
     async with rewriting_server(
         transport=transport, stdin_trigger=trigger, stdin_after=RESUME_BYTES // 4
     ) as (endpoint, _):
-        port = int(endpoint.url.rsplit(":", 1)[1])
         limit = float("inf") if upload else RESUME_BYTES // 2
-        async with cutting_proxy(port, limit, downstream=not upload, trigger=trigger) as (
-            proxy_port,
-            cut,
-        ):
-            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
-            with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
-                await copy(via_proxy)
-            assert cut.is_set()
-        assert "partial copy stays" in info.value.__notes__[0]
+        error = await cut_midway(endpoint, copy, upload=upload, limit=limit, trigger=trigger)
+        assert "partial copy stays" in error.__notes__[0]
         assert not final.exists()
         [partial] = leftovers(final.parent)
-        # The server ends the cut command; wait until its writes have landed.
+        # Let the server notice the cut and kill the writer before we measure.
         await trio.testing.wait_all_tasks_blocked()
         kept = (final.parent / partial).stat().st_size
         assert 0 < kept < RESUME_BYTES
