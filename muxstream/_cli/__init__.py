@@ -85,8 +85,11 @@ examples:
 examples:
   muxstream cp ./data.bin :/tmp/data.bin         # upload (pod "demo")
   muxstream cp demo:/tmp/data.bin ./copy.bin     # download
-  muxstream cp ./dir :/tmp/dir                   # directories too
-The copy is checked file by file with sha256 on both sides.""",
+  muxstream cp ./dir :/tmp/                      # into an existing directory: /tmp/dir
+  muxstream cp -c main ./data.bin default/demo:/tmp/   # kubectl's forms
+  muxstream cp --resume ./big.iso :/tmp/big.iso  # run again after a cut to continue
+Written to a temporary name beside the destination and renamed only after the
+sha256 of every file matches; a failed copy removes it (--resume keeps it).""",
     "port-forward": """\
 examples:
   muxstream port-forward 8080:8000               # local 8080 -> port 8000 on the server
@@ -255,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    add_cp_arguments(p)
+    add_cp_arguments(p, DEFAULT_POD)
     p.set_defaults(handler="cp")
 
     p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")

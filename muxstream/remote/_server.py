@@ -84,8 +84,8 @@ class RemoteServerConfig:
         their options run other commands; use ``allow_copy``.
       allow_copy: with ``allowed_commands``, also admit exactly the argv shapes
         that ``muxstream cp`` and ``kubectl cp`` send (tar, find, sha256sum...
-        with checked operands; see docs/security.md), so copies work under an
-        allow-list without allowing those programs in general.
+        with checked operands; docs/cli.md, "Copy under an allow-list"), so
+        copies work under an allow-list without allowing those programs.
       allowed_ports: if set, port-forward is refused unless the port is listed
         (the ``ports=`` of the request and each forwarded connection's port).
       port_forward: False refuses every port-forward request (403).
