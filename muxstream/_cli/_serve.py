@@ -32,6 +32,7 @@ import trio
 
 from .._session import SERVER, Session, open_session
 from ..remote import RemoteServer
+from ..remote._allow import allow_list_problem
 from ..remote._auth import exposure_problem, validate_token
 from ..remote._server import no_auth_warning, request_refusal
 from ..transport import (
@@ -229,6 +230,9 @@ def check_serve_args(args: argparse.Namespace) -> None:
             "--insecure-no-tls if something else encrypts the traffic (tokens would "
             "cross the network in clear text)"
         )
+    refused = allow_list_problem(args.allow)
+    if refused is not None:
+        raise CliError(f"--allow: {refused}; for cp and kubectl cp, use --allow-cp instead")
     if args.token:
         try:
             validate_token(args.token)
@@ -260,7 +264,9 @@ async def serve_main(args: argparse.Namespace) -> int:
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,
             allowed_origins=args.allow_origin or (),
-            allowed_commands=args.allow,
+            # --allow-cp alone is an allow-list too: nothing but the copy commands.
+            allowed_commands=args.allow or ([] if args.allow_cp else None),
+            allow_copy=args.allow_cp,
             backend=backend,
             close_timeout=args.close_timeout,
         )
