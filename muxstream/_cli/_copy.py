@@ -67,6 +67,19 @@ def _notes(exc: BaseException) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def explain_copy_failure(exc: BaseException, prog: str) -> None:
+    """Say what became of a failed copy's temporary file: raise a CliError whose
+    one line carries it, or after an interruption print it on lines of its own
+    (the caller then re-raises ``exc``)."""
+    notes, root = _notes(exc), root_error(exc)
+    text = describe(root) if isinstance(root, Exception) else None
+    if notes and text is not None:
+        raise CliError("; ".join([text, *notes])) from exc
+    if isinstance(root, KeyboardInterrupt):
+        for note in notes:
+            print(f"{prog}: {note}", file=sys.stderr)
+
+
 async def cp_main(args: argparse.Namespace) -> int:
     source, destination = split_remote(args.source, args.pod), split_remote(args.dest, args.pod)
     if (source is None) == (destination is None):
@@ -94,15 +107,7 @@ async def cp_main(args: argparse.Namespace) -> int:
             direction = f"{remote.pod}:{remote.path} -> {result.destination}"
     except BaseException as exc:
         progress.finish()
-        # Say what became of the temporary file: in the error line, or after
-        # an interruption on lines of its own.
-        notes, root = _notes(exc), root_error(exc)
-        text = describe(root) if isinstance(root, Exception) else None
-        if notes and text is not None:
-            raise CliError("; ".join([text, *notes])) from exc
-        if isinstance(root, KeyboardInterrupt):
-            for note in notes:
-                print(f"muxstream cp: {note}", file=sys.stderr)
+        explain_copy_failure(exc, "muxstream cp")
         raise
     progress.finish()
     if args.json:

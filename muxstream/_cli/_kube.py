@@ -20,6 +20,7 @@ import trio
 from ..kube import ApiError, Cluster, KubeError, load_cluster
 from ..kube._api import default_container
 from ._common import CliError, Progress, emit_json
+from ._copy import explain_copy_failure
 from ._remote import drive, parse_port_mapping, raw_terminal
 from ._remote import serve_ports as _serve_ports
 
@@ -214,22 +215,29 @@ async def _cp(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     progress = Progress("cp", None, mode="quiet")
     verify, resume = not args.no_verify, args.resume
-    if destination is not None:
-        namespace, pod, remote_path = destination
-        local = Path(args.source)
-        if not local.exists():
-            raise CliError(f"{local}: no such file or directory")
-        container = await _container(cluster, pod, args, namespace)
-        result = await cluster.copy_to(pod, local, remote_path, container=container,
-                                       namespace=namespace, progress=progress.update,
-                                       verify=verify, resume=resume)
-    else:
-        assert source is not None
-        namespace, pod, remote_path = source
-        container = await _container(cluster, pod, args, namespace)
-        result = await cluster.copy_from(pod, remote_path, args.dest, container=container,
-                                         namespace=namespace, progress=progress.update,
-                                         verify=verify, resume=resume)
+    try:
+        if destination is not None:
+            namespace, pod, remote_path = destination
+            local = Path(args.source)
+            if not local.exists():
+                raise CliError(f"{local}: no such file or directory")
+            container = await _container(cluster, pod, args, namespace)
+            result = await cluster.copy_to(pod, local, remote_path, container=container,
+                                           namespace=namespace, progress=progress.update,
+                                           verify=verify, resume=resume)
+        else:
+            assert source is not None
+            namespace, pod, remote_path = source
+            container = await _container(cluster, pod, args, namespace)
+            result = await cluster.copy_from(pod, remote_path, args.dest, container=container,
+                                             namespace=namespace, progress=progress.update,
+                                             verify=verify, resume=resume)
+    except (ApiError, KubeError, CliError):
+        raise
+    except BaseException as exc:
+        progress.finish()
+        explain_copy_failure(exc, "muxstream kube")  # the temporary file's fate
+        raise
     progress.finish()
     if args.json:
         emit_json({"bytes": result.transferred, "size": result.size, "files": result.files,
