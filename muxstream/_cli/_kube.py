@@ -38,7 +38,9 @@ examples:
 examples:
   muxstream kube cp ./data.bin mypod:/tmp/data.bin
   muxstream kube cp -c app web/mypod:/var/log ./logs
-Verified with sha256 on both sides after the copy (--no-verify skips it).""",
+  muxstream kube cp --resume ./model.bin mypod:/data/model.bin
+Written under a temporary name, renamed once the sha256 of both sides matches
+(--no-verify skips the check); --resume continues a cut copy of one file.""",
     "port-forward": """\
 examples:
   muxstream kube port-forward mypod 8080:80
