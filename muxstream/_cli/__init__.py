@@ -24,6 +24,7 @@ from ._common import (
     parse_address,
     parse_size,
     positive_int,
+    resolve_address,
     run_command,
     setup_logging,
 )
@@ -94,7 +95,8 @@ examples:
 examples:
   muxstream bench                                # spawns a local server, 256 MiB
   muxstream bench --size 1G --json
-  muxstream bench --no-spawn -a 10.0.0.2:7000    # against a running server
+  muxstream bench -a 10.0.0.2:7000               # measures your server there
+It says on stderr which server it measures.
 The full benchmark suite lives in a checkout of the repository:
 python benchmarks/run.py --quick (see docs/performance.md).""",
     "demo": """\
@@ -166,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "serve", "serve sessions, exec/attach/cp/port-forward and kubectl")
     p.add_argument(
-        "-a", "--address", type=parse_address,
-        default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
-        help=f"listen on HOST:PORT (default {DEFAULT_HOST}:{DEFAULT_PORT}; port 0 picks one)",
+        "-a", "--address", type=parse_address, default=None,
+        help=f"listen on HOST:PORT (env {ENV_ADDRESS}; default {DEFAULT_HOST}:{DEFAULT_PORT}; "
+             "port 0 picks one)",
     )
     p.add_argument("--token", default=os.environ.get(ENV_TOKEN),
                    help=f"bearer token clients must present (env {ENV_TOKEN}; "
@@ -252,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(p)
     p.add_argument("--size", type=parse_size, default=parse_size("256M"),
                    help="bytes to send (default 256M)")
-    p.add_argument("--no-spawn", dest="spawn", action="store_false",
-                   help="use the server at --address instead of spawning one")
+    p.add_argument("--no-spawn", dest="spawn", action="store_false", default=None,
+                   help=f"measure the server at the default address too (with --address or "
+                        f"{ENV_ADDRESS}, bench always measures that server)")
     p.add_argument("--json", action="store_true", help="print a JSON result")
     p.set_defaults(handler="bench")
 
@@ -299,6 +302,8 @@ def _kubectl_forms(args: argparse.Namespace) -> None:
     ``attach POD``, ``port-forward POD PORTS``; a bad one is a usage error."""
     parser: argparse.ArgumentParser = args.usage
     try:
+        if hasattr(args, "address"):
+            resolve_address(args)
         if args.handler == "exec":
             words = args.command
             if "--" in words:
@@ -337,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     _kubectl_forms(args)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.subcommand)
     handler = _handler(args.handler)
-    return run_command(args.handler, lambda: handler(args), verbose=bool(args.verbose))
+    return run_command(
+        args.handler, lambda: handler(args), verbose=bool(args.verbose), args=args
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

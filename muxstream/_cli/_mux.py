@@ -185,18 +185,26 @@ def _client_args(address: Address, token: str) -> argparse.Namespace:
 
 
 async def bench_main(args: argparse.Namespace) -> int:
-    if args.spawn:
+    # An address the user gave names their server; only with none do we spawn one.
+    spawn = args.spawn if args.spawn is not None else args.address_source == "default"
+    if spawn:
         token = secrets.token_urlsafe(12)
         async with spawned_server(token) as address:
-            return await _bench(args, _client_args(address, token))
-    return await _bench(args, args)
+            return await _bench(args, _client_args(address, token), spawned=True)
+    return await _bench(args, args, spawned=False)
 
 
-async def _bench(args: argparse.Namespace, conn: argparse.Namespace) -> int:
+async def _bench(args: argparse.Namespace, conn: argparse.Namespace, *, spawned: bool) -> int:
+    if not args.json:
+        which = (f"a server spawned for this run on {conn.address} (give -a HOST:PORT to "
+                 "measure yours)" if spawned else f"the server at {conn.address}")
+        print(f"bench: measuring {which}", flush=True)
     progress = None if args.json else Progress("bench", args.size, mode="quiet")
     async with client_session(conn) as session:
         result, rtts = await bulk_with_pings(session, conn.token, args.size, progress)
     report: dict[str, Any] = {
+        "server": str(conn.address),
+        "server_spawned": spawned,
         "bytes": result.bytes_sent,
         "seconds": result.seconds,
         "mib_per_s": result.mib_per_s,

@@ -38,7 +38,7 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
-from ._common import Address, CliError
+from ._common import Address, CliError, check_file, listen_error, load_pem
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -143,10 +143,18 @@ class Server:
 
 
 def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context for ``--cert``/``--key``; a missing or unusable file is a
+    CliError that names the option and the file."""
     if not args.cert:
+        if args.key:
+            raise CliError(f"--key {args.key} needs --cert (the certificate chain)")
         return None
+    check_file("--cert", args.cert)
+    if args.key:
+        check_file("--key", args.key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.cert, args.key)
+    what = f"--cert {args.cert}" + (f" with --key {args.key}" if args.key else "")
+    load_pem(what, context.load_cert_chain, args.cert, args.key)
     return context
 
 
@@ -208,12 +216,15 @@ async def serve_main(args: argparse.Namespace) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
-                    listeners = await listening.start(
-                        lambda task_status: trio.serve_tcp(
-                            server.handle_tcp, address.port, host=address.host,
-                            handler_nursery=connections, task_status=task_status,
+                    try:
+                        listeners = await listening.start(
+                            lambda task_status: trio.serve_tcp(
+                                server.handle_tcp, address.port, host=address.host,
+                                handler_nursery=connections, task_status=task_status,
+                            )
                         )
-                    )
+                    except OSError as exc:
+                        raise listen_error(exc, address, "muxstream serve") from None
                     port = listeners[0].socket.getsockname()[1]
                     scheme = "tls" if ssl_context else "tcp"
                     print(
