@@ -183,6 +183,15 @@ class SessionStatistics:
     pings_sent: int
     pings_received: int
     last_rtt: float | None
+    #: our PINGs not answered (nor timed out) yet
+    pings_outstanding: int = 0
+    #: streams the peer opened that wait for :meth:`Session.accept`
+    streams_waiting: int = 0
+    #: header bytes those streams hold (bounded by ``accept_backlog_bytes``)
+    waiting_header_bytes: int = 0
+    #: answers to the peer's frames (PING echoes, RST_STREAMs) not written yet;
+    #: the reader stops reading while many wait (a peer that floods without reading)
+    queued_answers: int = 0
 
 
 class _LocalClose(MuxstreamError):
@@ -809,6 +818,10 @@ class Session(trio.abc.Listener[Stream]):
             pings_sent=self.pings_sent,
             pings_received=self.pings_received,
             last_rtt=self.last_rtt,
+            pings_outstanding=len(self._pings),
+            streams_waiting=len(self._accept_queue),
+            waiting_header_bytes=self._backlog_bytes,
+            queued_answers=conn.queued_answers,
         )
 
     # --- the reader task --------------------------------------------------------------
@@ -1200,6 +1213,24 @@ def _coerce_role(role: Role | str) -> Role:
     if isinstance(role, Role):
         return role
     return Role(role.lower())
+
+
+def start_session(
+    nursery: trio.Nursery, transport: trio.abc.Stream, *, role: Role | str, **options: Any
+) -> Session:
+    """Start a session over ``transport`` with its tasks in ``nursery``; return it at once.
+
+    For tests and for code that runs its own nursery (as trio-websocket's
+    ``connect_websocket`` does): :func:`open_session` is the usual way. The
+    caller closes the session, gracefully with :meth:`Session.aclose`;
+    cancelling ``nursery`` stops the session's tasks without closing the
+    transport.
+
+    Args: as for :func:`open_session`.
+    """
+    session = Session(transport, _coerce_role(role), SessionOptions.from_kwargs(options))
+    session._start(nursery)
+    return session
 
 
 @asynccontextmanager

@@ -7,15 +7,15 @@ the remote command's status for ``exec``/``attach``, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
 from ._common import (
     DEFAULT_HOST,
+    DEFAULT_POD,
     DEFAULT_PORT,
     ENV_ADDRESS,
     ENV_TOKEN,
@@ -32,8 +32,6 @@ from ._common import (
 #: Exit status of a usage error (argparse's and the shell's convention), told apart
 #: from 1, a failure of the command itself.
 USAGE_ERROR = 2
-#: The pod name `muxstream serve` serves (kubectl's NAME in exec/attach/cp/port-forward).
-DEFAULT_POD = "demo"
 #: kubectl's -v levels, 0 to 10.
 VERBOSITY_LEVELS = 11
 
@@ -56,9 +54,9 @@ Or run everything at once on loopback: muxstream demo
 _EXAMPLES = {
     "serve": """\
 examples:
-  muxstream serve --token s3cret                 # 127.0.0.1:7000
-  MUXSTREAM_TOKEN=s3cret muxstream serve -a 0.0.0.0:7000 --cert srv.pem --key srv.key
-  muxstream serve --token s3cret --allow uname --allow cat   # restrict exec
+  muxstream serve                                # 127.0.0.1:7000, token from MUXSTREAM_TOKEN
+  muxstream serve --token-file /etc/muxstream/token -a 0.0.0.0:7000 --cert srv.pem --key srv.key
+  muxstream serve --allow uname --allow cat      # restrict exec
   muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
 Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
@@ -109,6 +107,19 @@ examples:
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2, docs/cli.md)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "address") and not hasattr(parsed, "address_source"):
+            # -a, else MUXSTREAM_ADDRESS, else the default; where it came from is
+            # kept for error messages (and bench: an address given means yours).
+            try:
+                resolve_address(parsed)
+            except argparse.ArgumentTypeError as exc:
+                self.error(str(exc))
+        return parsed, rest
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -172,9 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"listen on HOST:PORT (env {ENV_ADDRESS}; default {DEFAULT_HOST}:{DEFAULT_PORT}; "
              "port 0 picks one)",
     )
-    p.add_argument("--token", default=os.environ.get(ENV_TOKEN),
-                   help=f"bearer token clients must present (env {ENV_TOKEN}; "
-                        "default: generate one and print it)")
+    p.add_argument("--token", default=None,
+                   help=f"bearer token clients must present; visible to every local user "
+                        f"on the command line: prefer env {ENV_TOKEN} or --token-file "
+                        "(default: generate one and print it)")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="read the token from PATH (its first line; not readable by others)")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve without any token (loopback only: refused on other addresses)")
     p.add_argument("--insecure-no-tls", action="store_true",
@@ -182,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "text: only behind a TLS-terminating proxy or a VPN)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); with --key")
     p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="let web pages from ORIGIN (scheme://host[:port]) use the server "
+                        "(repeatable; requests with any other Origin header are refused)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
                    help="allow only this argv[0] for exec (repeatable)")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
@@ -265,11 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bulk copy size (default 256M)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler="demo")
+
+    from ._kube import add_kube_parser
+
+    add_kube_parser(sub, _parser_for)
     return parser
 
 
 def _handler(name: str) -> Handler:
-    from . import _mux, _remote, _serve
+    from . import _kube, _mux, _remote, _serve
 
     handlers: dict[str, Handler] = {
         "serve": _serve.serve_main,
@@ -281,6 +302,7 @@ def _handler(name: str) -> Handler:
         "attach": _remote.attach_main,
         "cp": _remote.cp_main,
         "port-forward": _remote.port_forward_main,
+        "kube": _kube.kube_main,
     }
     return handlers[name]
 
@@ -302,8 +324,6 @@ def _kubectl_forms(args: argparse.Namespace) -> None:
     ``attach POD``, ``port-forward POD PORTS``; a bad one is a usage error."""
     parser: argparse.ArgumentParser = args.usage
     try:
-        if hasattr(args, "address"):
-            resolve_address(args)
         if args.handler == "exec":
             words = args.command
             if "--" in words:

@@ -29,6 +29,8 @@ DEFAULT_PORT = 7000
 DEFAULT_HOST = "127.0.0.1"
 ENV_ADDRESS = "MUXSTREAM_ADDRESS"
 ENV_TOKEN = "MUXSTREAM_TOKEN"
+#: The pod name `muxstream serve` serves (kubectl's NAME in exec/attach/cp/port-forward).
+DEFAULT_POD = "demo"
 
 logger = logging.getLogger("muxstream.cli")
 

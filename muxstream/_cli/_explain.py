@@ -28,7 +28,7 @@ from .._errors import (
     StreamResetError,
 )
 from ..protocol import GoAwayStatus, RstStatus
-from ._common import ENV_ADDRESS, ENV_TOKEN, BadToken, CliError
+from ._common import DEFAULT_POD, ENV_ADDRESS, ENV_TOKEN, BadToken, CliError
 
 __all__ = ["HelloTimeout", "describe", "root_error"]
 
@@ -276,7 +276,9 @@ def describe(exc: BaseException, args: argparse.Namespace | None = None) -> str 
         if status == 401:
             return _token_text(args) + " (HTTP 401)"
         if isinstance(exc, RemoteError) and status == 404:
-            return f"{exc.message} (HTTP 404)"  # the server's words name what is missing
+            # The server's words name what is missing; ours, what `serve` offers.
+            served = f'; `muxstream serve` serves one pod, "{DEFAULT_POD}"'
+            return f"{exc.message} (HTTP 404){served if 'pods' in exc.message else ''}"
         if isinstance(exc, RemoteError):
             return f"the server refused: {exc.message} (HTTP {status})"
         body = exc.body.decode("utf-8", "replace")

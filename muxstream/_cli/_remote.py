@@ -16,12 +16,13 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import trio
 
 from ..remote import (
+    PortForwarder,
     RemoteEndpoint,
     RemoteProcess,
     copy_from_remote,
@@ -108,16 +109,22 @@ async def interactive(args: argparse.Namespace, *, attach: bool) -> int:
             tty=use_tty,
             attach=attach,
         ) as process:
-            async with trio.open_nursery() as nursery:
-                if process.stdin is not None:
-                    nursery.start_soon(_pump_stdin, process.stdin)
-                if use_tty:
-                    nursery.start_soon(_follow_window, process)
-                async with trio.open_nursery() as outputs:
-                    outputs.start_soon(_pump_out, process.stdout, 1)
-                    outputs.start_soon(_pump_out, process.stderr, 2)
-                nursery.cancel_scope.cancel()  # output ended: stop reading stdin
-            return await process.wait()
+            return await drive(process, use_tty)
+
+
+async def drive(process: RemoteProcess, use_tty: bool) -> int:
+    """Connect ``process`` to our stdin/stdout/stderr (and window size with a
+    TTY) until its output ends; returns its exit code."""
+    async with trio.open_nursery() as nursery:
+        if process.stdin is not None:
+            nursery.start_soon(_pump_stdin, process.stdin)
+        if use_tty:
+            nursery.start_soon(_follow_window, process)
+        async with trio.open_nursery() as outputs:
+            outputs.start_soon(_pump_out, process.stdout, 1)
+            outputs.start_soon(_pump_out, process.stderr, 2)
+        nursery.cancel_scope.cancel()  # output ended: stop reading stdin
+    return await process.wait()
 
 
 async def exec_main(args: argparse.Namespace) -> int:
@@ -240,19 +247,30 @@ async def port_forward_main(args: argparse.Namespace) -> int:
     endpoint = make_endpoint(args)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_port_forward(endpoint, args.pod) as forwarder:
-            async with trio.open_nursery() as nursery:
-                for local_port, remote_port in args.ports:
-                    listeners = await nursery.start(
-                        lambda task_status, lp=local_port, rp=remote_port: forwarder.serve(
-                            rp, lp, host=args.bind, task_status=task_status
-                        )
-                    )
-                    bound = listeners[0].socket.getsockname()[1]
-                    if args.json:
-                        emit_json({"local": f"{args.bind}:{bound}", "remote_port": remote_port})
-                    else:
-                        print(f"Forwarding from {args.bind}:{bound} -> {remote_port}", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
+            await serve_ports(forwarder, args.ports, args.bind, args.json, signals)
     return 0
+
+
+async def serve_ports(
+    forwarder: PortForwarder,
+    ports: list[tuple[int, int]],
+    bind: str,
+    json_lines: bool,
+    signals: AsyncIterator[int],
+) -> None:
+    """Listen for every (local, remote) pair, print where, serve until a signal."""
+    async with trio.open_nursery() as nursery:
+        for local_port, remote_port in ports:
+            listeners = await nursery.start(
+                lambda task_status, lp=local_port, rp=remote_port: forwarder.serve(
+                    rp, lp, host=bind, task_status=task_status
+                )
+            )
+            bound = listeners[0].socket.getsockname()[1]
+            if json_lines:
+                emit_json({"local": f"{bind}:{bound}", "remote_port": remote_port})
+            else:
+                print(f"Forwarding from {bind}:{bound} -> {remote_port}", flush=True)
+        async for _ in signals:
+            nursery.cancel_scope.cancel()
+            break

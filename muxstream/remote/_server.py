@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from typing import Any
 import trio
 
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
-from ._auth import bearer_token_matches, exposure_problem, validate_token
+from ..transport._connections import current_peer
+from ._auth import bearer_token_matches, browser_refusal, exposure_problem, validate_token
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
@@ -60,6 +62,10 @@ class RemoteServerConfig:
       insecure_no_tls: let :func:`serve_remote` listen beyond loopback without
         TLS (tokens then cross the network in clear text: only behind something
         that encrypts, such as a TLS-terminating proxy or a VPN).
+      allowed_origins: the ``Origin`` values (``scheme://host[:port]``) of web
+        pages allowed to use this server; any other request carrying an
+        ``Origin`` is refused (403), whatever the auth mode. kubectl and the
+        Python clients send none; browsers always do.
       allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
       allowed_ports: if set, port-forward is refused unless the port is listed.
       backend: runs the commands; a :class:`LocalBackend` by default.
@@ -71,6 +77,7 @@ class RemoteServerConfig:
     client_certs: bool = False
     insecure_no_auth: bool = False
     insecure_no_tls: bool = False
+    allowed_origins: Collection[str] = ()
     allowed_commands: Collection[str] | None = None
     allowed_ports: Collection[int] | None = None
     backend: ExecBackend | None = None
@@ -103,6 +110,37 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
     return False
 
 
+def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResponse | None:
+    """The 403 for a request a web page may have made (``_auth.browser_refusal``),
+    logged in one line; None if the request may go on to authentication."""
+    problem = browser_refusal(
+        request.headers.get_all("origin"),
+        request.headers.get_all("host"),
+        allowed_origins=config.allowed_origins,
+        no_auth=config.insecure_no_auth,
+    )
+    if problem is None:
+        return None
+    logger.warning(
+        "refused %s %s from %s: %s", request.method, request.path, current_peer(), problem
+    )
+    return ApiResponse(403, status_body(403, "Forbidden", problem))
+
+
+def no_auth_warning(where: str) -> str:
+    """The one line said at start-up when a server runs without authentication."""
+    try:
+        import pwd
+
+        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    except (ImportError, KeyError):
+        user = "this user"
+    return (
+        f"no authentication on {where}: every local user (and every program on this "
+        f"machine) can run commands as {user} through it"
+    )
+
+
 async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
     await request.respond(
         response.status,
@@ -130,6 +168,10 @@ class RemoteServer:
 
     async def app(self, request: HTTPRequest) -> None:
         """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
+        refusal = request_refusal(self.config, request)
+        if refusal is not None:
+            await _answer(request, refusal)
+            return
         if not _authorized(self.config, request):
             logger.info("refused unauthenticated %s %s", request.method, request.target)
             await _answer(
@@ -286,6 +328,8 @@ async def serve_remote(
         ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
     ):
         raise ValueError("client_certs=True needs an ssl_context with verify_mode=CERT_REQUIRED")
+    if config.insecure_no_auth:
+        logger.warning("%s", no_auth_warning(f"{host}:{port}"))
     async with contextlib.AsyncExitStack() as stack:
         backend = config.backend
         if backend is None:

@@ -158,12 +158,12 @@ def test_an_untrusted_certificate_points_to_cacert(tls_server: tuple[Served, Pat
 
 def test_errors_name_the_address_in_use_and_the_missing_file(server: Served) -> None:
     in_use, no_cert, no_key, no_cacert = muxstream_many([
-        ["serve", "--token", TOKEN, "-a", server.address],
-        ["serve", "--token", TOKEN, "-a", "127.0.0.1:0", "--cert", "/nonexistent/srv.pem"],
-        ["serve", "--token", TOKEN, "-a", "127.0.0.1:0", "--cert", "/etc/hostname",
+        ["serve", "-a", server.address],
+        ["serve", "-a", "127.0.0.1:0", "--cert", "/nonexistent/srv.pem"],
+        ["serve", "-a", "127.0.0.1:0", "--cert", "/etc/hostname",
          "--key", "/nonexistent/srv.key"],
         ["ping", "--cacert", "/nonexistent/ca.pem"],
-    ], env=cli_env())
+    ], env=cli_env(MUXSTREAM_TOKEN=TOKEN))
     assert_one_line_error(in_use, "serve", f"cannot listen on {server.address}",
                           "already in use")
     assert_one_line_error(no_cert, "serve", "--cert /nonexistent/srv.pem: no such file")

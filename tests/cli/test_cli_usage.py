@@ -94,7 +94,8 @@ def test_exec_in_the_named_pod_runs_the_command_there(server: Served) -> None:
     # Another name is not silently run as a program called "web": the server says
     # which pod it serves.
     assert other.returncode == 1
-    assert b'pods "web" not found' in other.stderr and b"default/demo" in other.stderr
+    assert b'pods "web" not found' in other.stderr
+    assert b'`muxstream serve` serves one pod, "demo"' in other.stderr
 
 
 def test_verbose_shows_connection_upgrade_and_protocol(server: Served) -> None:
