@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.subcommand)
     handler = _handler(args.handler)
     return run_command(
-        args.handler, lambda: handler(args), verbose=bool(args.verbose), args=args
+        args.handler, lambda: handler(args), verbose=bool(args.verbose), args=args,
+        interruptible=args.handler != "serve",  # serve: its own graceful Ctrl-C
     )
 
 

@@ -10,16 +10,18 @@ phases and tracebacks, ``-vv`` the library's debug log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
 import math
 import os
+import signal
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
 import trio
@@ -220,19 +222,98 @@ def endpoint_url(args: argparse.Namespace) -> str:
 # --- running a command ------------------------------------------------------------
 
 
+class Interrupted(Exception):
+    """The user pressed Ctrl-C and was told so: exit status 130, nothing more to say."""
+
+
+@dataclass
+class InterruptState:
+    """What a first Ctrl-C says and undoes; commands adjust it as they go.
+
+    ``waiting_for``: what still happens after the first Ctrl-C (bounded cleanup).
+    ``on_hard_exit``: undo at a second Ctrl-C, which leaves without cleanup
+    (restore the terminal). ``progress``: displays whose line to end first.
+    """
+
+    waiting_for: str = "closing the connection"
+    on_hard_exit: list[Callable[[], None]] = field(default_factory=list)
+    progress: list[Progress] = field(default_factory=list)
+
+    def end_lines(self) -> None:
+        for display in self.progress:
+            display.end_line()
+
+
+#: The running command's Ctrl-C state (one command per process).
+INTERRUPT = InterruptState()
+
+
+async def run_interruptible(name: str, main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main``; the first Ctrl-C cancels it and says what remains to do, a
+    second one leaves at once (``os._exit(130)`` after ``on_hard_exit``).
+
+    Raises :class:`Interrupted` after a first Ctrl-C, once ``main``'s cleanup
+    ended (cancelled work may end in any exception: the interruption wins).
+    A command that handles SIGINT itself (port-forward, serve) opens its own
+    receiver inside, which takes precedence while it is open.
+    """
+    interrupted = False
+    result: list[int] = []
+
+    async def watch(
+        work: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()
+            await signals.__anext__()
+            interrupted = True
+            INTERRUPT.end_lines()
+            print(f"muxstream {name}: interrupted: {INTERRUPT.waiting_for}; "
+                  "press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+            work.cancel()
+            await signals.__anext__()
+            INTERRUPT.end_lines()
+            for undo in INTERRUPT.on_hard_exit:
+                with contextlib.suppress(Exception):
+                    undo()
+            print(f"muxstream {name}: stopped at once", file=sys.stderr, flush=True)
+            os._exit(130)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            work = trio.CancelScope()
+            await nursery.start(watch, work)  # the receiver is open before the work starts
+            with work:
+                result.append(await main())
+            nursery.cancel_scope.cancel()
+    except BaseException:
+        if not interrupted:
+            raise
+    if interrupted or not result:
+        raise Interrupted
+    return result[0]
+
+
 def run_command(
     name: str,
     main: Callable[[], Awaitable[int]],
     *,
     verbose: bool,
     args: argparse.Namespace | None = None,
+    interruptible: bool = True,
 ) -> int:
     """Run ``main`` under trio; map its failures to an exit status and one line
-    (``args`` lets the line name what the user gave: see ``_explain``)."""
+    (``args`` lets the line name what the user gave: see ``_explain``).
+    ``interruptible``: Ctrl-C as :func:`run_interruptible` (else trio's own)."""
     from ._explain import describe, root_error
 
     try:
+        if interruptible:
+            return trio.run(run_interruptible, name, main)
         return trio.run(main)
+    except Interrupted:
+        return 130
     except KeyboardInterrupt:
         print(f"muxstream {name}: interrupted", file=sys.stderr)
         return 130
@@ -240,6 +321,8 @@ def run_command(
         if isinstance(exc, SystemExit):
             raise
         root = root_error(exc)
+        if isinstance(root, Interrupted):
+            return 130
         if isinstance(root, KeyboardInterrupt):
             print(f"muxstream {name}: interrupted", file=sys.stderr)
             return 130
@@ -307,6 +390,7 @@ class Progress:
         self._next_decile = 1
         self._drawn = False  # a tty line is on screen without its newline
         self.done = 0
+        INTERRUPT.progress.append(self)  # a Ctrl-C message starts on a line of its own
 
     def update(self, done: int, total: int | None = None) -> None:
         if done == 0 and self.done == 0:

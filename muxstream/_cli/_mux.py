@@ -21,6 +21,7 @@ import trio
 from .._session import Session
 from ._common import (
     ENV_TOKEN,
+    INTERRUPT,
     Address,
     CliError,
     Progress,
@@ -159,6 +160,7 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log, env=env
     )
+    INTERRUPT.waiting_for = "stopping the server it started"
     try:
         assert process.stdout is not None
         banner = b""
@@ -174,9 +176,10 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
             code = await process.wait()
         if code != 0:
             raise CliError(f"the demo server exited with status {code}")
-    except BaseException:
-        log.seek(0)
-        sys.stderr.write(log.read().decode(errors="replace"))
+    except BaseException as exc:
+        if not isinstance(exc, trio.Cancelled):  # Ctrl-C: nothing went wrong there
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
         raise
     finally:
         if process.returncode is None:

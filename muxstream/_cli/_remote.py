@@ -31,7 +31,15 @@ from ..remote import (
     open_remote_process,
     run_remote,
 )
-from ._common import CliError, Progress, client_ssl_context, emit_json, endpoint_url, stdout_write
+from ._common import (
+    INTERRUPT,
+    CliError,
+    Progress,
+    client_ssl_context,
+    emit_json,
+    endpoint_url,
+    stdout_write,
+)
 
 #: bytes per read of our own stdin.
 STDIN_CHUNK = 64 * 1024
@@ -55,11 +63,17 @@ def raw_terminal(enabled: bool) -> Iterator[bool]:
         yield False
         return
     saved = termios.tcgetattr(0)
+
+    def restore() -> None:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+    INTERRUPT.on_hard_exit.append(restore)  # a second Ctrl-C skips the finally below
     try:
         tty.setraw(0)
         yield True
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        restore()
+        INTERRUPT.on_hard_exit.remove(restore)
 
 
 async def _pump_stdin(sink: trio.abc.SendStream) -> None:
