@@ -205,11 +205,10 @@ def load_pem(what: str, load: Callable[..., T], *a: Any) -> T:
         raise CliError(f"{what}: not a usable PEM file ({reason})") from None
 
 
-def listen_error(exc: OSError, address: Address, what: str) -> CliError:
+def listen_error(exc: OSError, address: Address, remedy: str) -> CliError:
     """A bind failure that names the address (the OS names neither it nor a remedy)."""
     if exc.errno == errno.EADDRINUSE:
-        return CliError(f"cannot listen on {address}: the address is already in use "
-                        f"(another {what}? pick another port with -a HOST:PORT, or port 0)")
+        return CliError(f"cannot listen on {address}: the address is already in use ({remedy})")
     return CliError(f"cannot listen on {address}: {exc.strerror or exc}")
 
 

@@ -67,6 +67,8 @@ class Server:
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
+        #: exec/attach/cp/port-forward (and API) requests being served
+        self.remote_requests = 0
         self.stopping = False
 
     async def run_session(self, transport: trio.abc.Stream, token: str | None) -> None:
@@ -117,7 +119,11 @@ class Server:
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
-            await self.remote_app(request)
+            self.remote_requests += 1  # counted for the shutdown line
+            try:
+                await self.remote_app(request)
+            finally:
+                self.remote_requests -= 1
             return
         refusal = request_refusal(self.remote_config, request)
         if refusal is not None:
@@ -285,7 +291,9 @@ async def serve_main(args: argparse.Namespace) -> int:
                             )
                         )
                     except OSError as exc:
-                        raise listen_error(exc, address, "muxstream serve") from None
+                        raise listen_error(
+                            exc, address, "another muxstream serve? pick another port with "
+                            "-a HOST:PORT, or port 0 for a free one") from None
                     port = listeners[0].socket.getsockname()[1]
                     if not token:
                         where = f"{address.host}:{port}"
@@ -301,7 +309,9 @@ async def serve_main(args: argparse.Namespace) -> int:
                     async for signum in signals:
                         print(
                             f"muxstream serve: {signal.Signals(signum).name}: closing "
-                            f"{len(server.sessions)} session(s) gracefully",
+                            f"{len(server.sessions)} session(s) gracefully, ending "
+                            f"{server.remote_requests} exec/attach/cp/port-forward "
+                            "connection(s)",
                             file=sys.stderr, flush=True,
                         )
                         listening.cancel_scope.cancel()
