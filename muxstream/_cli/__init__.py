@@ -85,8 +85,11 @@ examples:
 examples:
   muxstream cp ./data.bin :/tmp/data.bin         # upload (pod "demo")
   muxstream cp demo:/tmp/data.bin ./copy.bin     # download
-  muxstream cp ./dir :/tmp/dir                   # directories too
-The copy is checked file by file with sha256 on both sides.""",
+  muxstream cp ./dir :/tmp/                      # into an existing directory: /tmp/dir
+  muxstream cp -c main ./data.bin default/demo:/tmp/   # kubectl's forms
+  muxstream cp --resume ./big.iso :/tmp/big.iso  # run again after a cut to continue
+Written to a temporary name beside the destination and renamed only after the
+sha256 of every file matches; a failed copy removes it (--resume keeps it).""",
     "port-forward": """\
 examples:
   muxstream port-forward 8080:8000               # local 8080 -> port 8000 on the server
@@ -104,6 +107,15 @@ examples:
   muxstream demo --size 1G
   muxstream demo --size 16M --json""",
 }
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    from ..remote._kubeapi import parse_port_range
+
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cp", action="store_true",
                    help="under an allow-list (alone, or with --allow), also allow exactly "
                         "the commands `muxstream cp` and `kubectl cp` send")
+    p.add_argument("--allow-port", action="append", type=_port_range, metavar="PORT[-PORT]",
+                   help="allow port-forward only to these ports (repeatable; ranges "
+                        "LOW-HIGH); with --allow and no --allow-port, port-forward is off")
+    p.add_argument("--no-port-forward", action="store_true",
+                   help="refuse every port-forward request")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")
@@ -241,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    add_cp_arguments(p)
+    add_cp_arguments(p, DEFAULT_POD)
     p.set_defaults(handler="cp")
 
     p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,23 @@ async def test_cp_both_ways_with_namespace_prefix(tmp_path: Path) -> None:
     digest = hashlib.sha256(source.read_bytes()).digest()
     assert hashlib.sha256(remote.read_bytes()).digest() == digest
     assert hashlib.sha256(back.read_bytes()).digest() == digest
+
+
+async def test_cp_resume_continues_a_partial_copy_into_a_directory(tmp_path: Path) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(2 * 1024 * 1024))
+    into = tmp_path / "data"
+    into.mkdir()
+    # What a cut `cp --resume` leaves behind: the first bytes under the fixed name.
+    (into / ".model.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:700_000])
+    async with kube_endpoint(tmp_path) as ep:
+        up = await mux(ep, "cp", "--resume", "--json", str(source), f"demo:{into}/")
+    assert up.returncode == 0, up.stderr
+    report = json.loads(up.stdout)
+    assert report["destination"] == f"{into}/model.bin"
+    assert (report["resumed_from"], report["digest_verified"]) == (700_000, True)
+    assert (into / "model.bin").read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in into.iterdir()) == ["model.bin"]
 
 
 async def test_port_forward_until_interrupted(tmp_path: Path) -> None:
