@@ -7,7 +7,8 @@ otherwise, refuses to listen beyond loopback without TLS (unless
 (SHA-256 digests compared in constant time, ``_auth``) or a verified TLS client
 certificate, and answers 401/403/400 before any process starts or any upgrade
 happens. Commands run without a shell (argv as given, no expansion);
-``allowed_commands`` restricts argv[0]; ``allowed_ports`` restricts
+``allowed_commands`` restricts argv[0] (``allow_copy`` adds the exact argv
+shapes cp needs, ``_allow``); ``allowed_ports`` restricts
 port-forward targets. kubectl only sends bearer tokens over TLS, so serving
 kubectl with a token means serving TLS.
 """
@@ -26,6 +27,7 @@ import trio
 
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
 from ..transport._connections import current_connection, current_peer
+from ._allow import allow_list_problem, command_refusal
 from ._auth import (
     bearer_token_matches,
     browser_refusal,
@@ -77,7 +79,13 @@ class RemoteServerConfig:
         pages allowed to use this server; any other request carrying an
         ``Origin`` is refused (403), whatever the auth mode. kubectl and the
         Python clients send none; browsers always do.
-      allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
+      allowed_commands: if set, exec is refused (403) unless argv[0] is listed
+        (with any arguments). ``tar`` and ``find`` cannot be listed (ValueError):
+        their options run other commands; use ``allow_copy``.
+      allow_copy: with ``allowed_commands``, also admit exactly the argv shapes
+        that ``muxstream cp`` and ``kubectl cp`` send (tar, find, sha256sum...
+        with checked operands; docs/cli.md, "Copy under an allow-list"), so
+        copies work under an allow-list without allowing those programs.
       allowed_ports: if set, port-forward is refused unless the port is listed
         (the ``ports=`` of the request and each forwarded connection's port).
       port_forward: False refuses every port-forward request (403).
@@ -94,6 +102,7 @@ class RemoteServerConfig:
     insecure_no_tls: bool = False
     allowed_origins: Collection[str] = ()
     allowed_commands: Collection[str] | None = None
+    allow_copy: bool = False
     allowed_ports: Collection[int] | None = None
     port_forward: bool = True
     backend: ExecBackend | None = None
@@ -118,6 +127,9 @@ class RemoteServerConfig:
             )
         if self.token is not None:
             validate_token(self.token)
+        problem = allow_list_problem(self.allowed_commands)
+        if problem is not None:
+            raise ValueError(f"{problem}; for cp under an allow-list, set allow_copy=True")
 
 
 def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
@@ -274,13 +286,12 @@ class RemoteServer:
                 return ApiResponse(
                     400, status_body(400, "BadRequest", "you must specify at least 1 command")
                 )
-            allowed = self.config.allowed_commands
-            if allowed is not None and command[0] not in allowed:
-                logger.warning("refused command %r from %s", command, current_peer())
-                return ApiResponse(
-                    403,
-                    status_body(403, "Forbidden", f"command {command[0]!r} is not allowed"),
-                )
+            reason = command_refusal(
+                command, self.config.allowed_commands, allow_copy=self.config.allow_copy
+            )
+            if reason is not None:
+                logger.warning("refused command %r from %s: %s", command, current_peer(), reason)
+                return ApiResponse(403, status_body(403, "Forbidden", reason))
         if target.kind == "portforward":
             if not self.config.port_forward:
                 message = "port-forward is disabled on this server"
