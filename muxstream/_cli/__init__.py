@@ -57,6 +57,7 @@ examples:
   muxstream serve                                # 127.0.0.1:7000, token from MUXSTREAM_TOKEN
   muxstream serve --token-file /etc/muxstream/token -a 0.0.0.0:7000 --cert srv.pem --key srv.key
   muxstream serve --allow uname --allow cat      # restrict exec
+  muxstream serve --allow-cp                     # only cp (and kubectl cp)
   muxstream serve -a 10.0.0.2:7000 --insecure-no-tls   # behind a TLS proxy only
 Beyond loopback, serve needs --cert/--key (or --insecure-no-tls) and a token.
 Ctrl-C closes every session gracefully (GOAWAY, flush, FIN, drain).""",
@@ -83,8 +84,11 @@ examples:
 examples:
   muxstream cp ./data.bin :/tmp/data.bin         # upload (pod "demo")
   muxstream cp demo:/tmp/data.bin ./copy.bin     # download
-  muxstream cp ./dir :/tmp/dir                   # directories too
-The copy is checked file by file with sha256 on both sides.""",
+  muxstream cp ./dir :/tmp/                      # into an existing directory: /tmp/dir
+  muxstream cp -c main ./data.bin default/demo:/tmp/   # kubectl's forms
+  muxstream cp --resume ./big.iso :/tmp/big.iso  # run again after a cut to continue
+Written to a temporary name beside the destination and renamed only after the
+sha256 of every file matches; a failed copy removes it (--resume keeps it).""",
     "port-forward": """\
 examples:
   muxstream port-forward 8080:8000               # local 8080 -> port 8000 on the server
@@ -103,6 +107,15 @@ examples:
   muxstream demo --size 1G
   muxstream demo --size 16M --json""",
 }
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    from ..remote._kubeapi import parse_port_range
+
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +178,8 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._copy import add_cp_arguments
+
     parser = _Parser(
         prog="muxstream",
         description=_DESCRIPTION,
@@ -200,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let web pages from ORIGIN (scheme://host[:port]) use the server "
                         "(repeatable; requests with any other Origin header are refused)")
     p.add_argument("--allow", action="append", metavar="COMMAND",
-                   help="allow only this argv[0] for exec (repeatable)")
+                   help="allow only this argv[0] for exec (repeatable; not tar or find)")
+    p.add_argument("--allow-cp", action="store_true",
+                   help="under an allow-list (alone, or with --allow), also allow exactly "
+                        "the commands `muxstream cp` and `kubectl cp` send")
+    p.add_argument("--allow-port", action="append", type=_port_range, metavar="PORT[-PORT]",
+                   help="allow port-forward only to these ports (repeatable; ranges "
+                        "LOW-HIGH); with --allow and no --allow-port, port-forward is off")
+    p.add_argument("--no-port-forward", action="store_true",
+                   help="refuse every port-forward request")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")
@@ -248,12 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    p.add_argument("source", help="local path, or POD:PATH / :PATH on the server")
-    p.add_argument("dest", help="local path, or POD:PATH / :PATH on the server")
-    p.add_argument("--pod", default=DEFAULT_POD, help=f"pod for :PATH (default {DEFAULT_POD})")
-    p.add_argument("--no-verify", action="store_true", help="skip the sha256 comparison")
-    p.add_argument("--transport", choices=["auto", "websocket", "spdy"], default="auto")
-    p.add_argument("--json", action="store_true", help="print a JSON result")
+    add_cp_arguments(p, DEFAULT_POD)
     p.set_defaults(handler="cp")
 
     p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")
@@ -290,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _handler(name: str) -> Handler:
-    from . import _kube, _mux, _remote, _serve
+    from . import _copy, _kube, _mux, _remote, _serve
 
     handlers: dict[str, Handler] = {
         "serve": _serve.serve_main,
@@ -300,7 +318,7 @@ def _handler(name: str) -> Handler:
         "demo": _mux.demo_main,
         "exec": _remote.exec_main,
         "attach": _remote.attach_main,
-        "cp": _remote.cp_main,
+        "cp": _copy.cp_main,
         "port-forward": _remote.port_forward_main,
         "kube": _kube.kube_main,
     }

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
-import posixpath
 import signal
 import sys
 import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import trio
 
@@ -25,17 +22,13 @@ from ..remote import (
     PortForwarder,
     RemoteEndpoint,
     RemoteProcess,
-    copy_from_remote,
-    copy_to_remote,
     open_port_forward,
     open_remote_process,
-    run_remote,
 )
 from ._common import (
     INTERRUPT,
     Address,
     CliError,
-    Progress,
     client_ssl_context,
     emit_json,
     endpoint_url,
@@ -149,98 +142,6 @@ async def exec_main(args: argparse.Namespace) -> int:
 
 async def attach_main(args: argparse.Namespace) -> int:
     return await interactive(args, attach=True)
-
-
-# --- cp -----------------------------------------------------------------------------
-
-
-def split_remote(spec: str, default_pod: str) -> tuple[str, str] | None:
-    """``POD:PATH`` or ``:PATH`` -> (pod, path); a local path -> None.
-
-    Like kubectl: a path that starts with ``/`` or ``.`` is local even with a colon.
-    """
-    if spec.startswith(("/", ".")) or ":" not in spec:
-        return None
-    pod, _, path = spec.partition(":")
-    if not path:
-        raise CliError(f"{spec!r}: the remote path is empty")
-    return pod or default_pod, path
-
-
-def local_digests(path: Path) -> dict[str, str]:
-    """sha256 of every regular file under ``path``, keyed by path relative to it."""
-    def digest(file: Path) -> str:
-        h = hashlib.sha256()
-        with file.open("rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
-
-    if path.is_file():
-        return {"": digest(path)}
-    return {
-        str(p.relative_to(path)): digest(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
-
-
-async def remote_digests(endpoint: RemoteEndpoint, pod: str, path: str) -> dict[str, str]:
-    """sha256 of every regular file under the remote ``path`` (runs find + sha256sum)."""
-    result = await run_remote(
-        endpoint, pod, ["find", path, "-type", "f", "-exec", "sha256sum", "{}", "+"], check=False
-    )
-    if result.returncode != 0:
-        err = (result.stderr or b"").decode(errors="replace").strip()
-        raise CliError(f"could not compute the remote digest ({err or result.returncode})")
-    digests: dict[str, str] = {}
-    root = path.rstrip("/")
-    for line in (result.stdout or b"").decode(errors="replace").splitlines():
-        value, _, name = line.partition("  ")
-        relative = "" if name == root else posixpath.relpath(name, root)
-        digests[relative] = value
-    return digests
-
-
-async def cp_main(args: argparse.Namespace) -> int:
-    endpoint = make_endpoint(args)
-    source, destination = split_remote(args.source, args.pod), split_remote(args.dest, args.pod)
-    if (source is None) == (destination is None):
-        raise CliError("exactly one of SOURCE and DEST must be remote (POD:PATH or :PATH)")
-    progress = Progress("cp", None, mode="quiet")
-    if destination is not None:
-        pod, remote_path = destination
-        local = Path(args.source)
-        if not local.exists():
-            raise CliError(f"{local}: no such file or directory")
-        sent = await copy_to_remote(endpoint, pod, local, remote_path, progress=progress.update)
-        progress.finish()
-        moved = sent
-        expected = local_digests(local)
-        actual = {} if args.no_verify else await remote_digests(endpoint, pod, remote_path)
-        direction = f"{local} -> {pod}:{remote_path}"
-    else:
-        assert source is not None
-        pod, remote_path = source
-        expected = {} if args.no_verify else await remote_digests(endpoint, pod, remote_path)
-        local = Path(args.dest)
-        moved = await copy_from_remote(endpoint, pod, remote_path, local, progress=progress.update)
-        progress.finish()
-        actual = {} if args.no_verify else local_digests(local)
-        direction = f"{pod}:{remote_path} -> {local}"
-    verified = not args.no_verify
-    if verified and expected != actual:
-        differing = sorted(set(expected) ^ set(actual) | {
-            k for k in set(expected) & set(actual) if expected[k] != actual[k]})
-        raise CliError(f"digest mismatch after copy ({len(differing)} file(s) differ: "
-                       f"{', '.join(d or '.' for d in differing[:5])})")
-    if args.json:
-        emit_json({"copied": direction, "bytes": moved, "files": len(expected) or None,
-                   "digest_verified": verified})
-    elif os.isatty(2):
-        status = "sha256 verified" if verified else "not verified"
-        print(f"{direction}: {moved:,} bytes, {len(expected)} file(s), {status}", file=sys.stderr)
-    return 0
 
 
 # --- port-forward ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..remote import (
+    CopyResult,
     ForwardedStream,
     PortForwarder,
     RemoteError,
@@ -39,7 +40,7 @@ from ..remote import (
     run_remote,
 )
 from ..remote._client import Transport
-from ..remote._copy import ProgressCallback
+from ..remote._copy_tar import ProgressCallback
 from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now
@@ -285,15 +286,19 @@ class Cluster:
         container: str | None = None,
         namespace: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> int:
-        """Copy a local file or directory to ``remote_path`` in ``pod`` (tar
-        through exec, as ``kubectl cp``; the container needs ``tar``). Returns
-        the payload bytes sent; ``progress(done, total)`` follows the transfer."""
+        verify: bool = True,
+        resume: bool = False,
+    ) -> CopyResult:
+        """Copy a local file or directory to ``remote_path`` in ``pod`` (through
+        exec, with the pod's own tools; see :func:`muxstream.remote.copy_to_remote`
+        for the contract: into a directory, temporary name, SHA-256, ``resume``).
+        ``progress(done, total)`` follows the transfer."""
         container = await self._container(pod, container, namespace)
         return await self._call(
             namespace,
             lambda endpoint: copy_to_remote(
-                endpoint, pod, local_path, remote_path, container=container, progress=progress
+                endpoint, pod, local_path, remote_path, container=container,
+                progress=progress, verify=verify, resume=resume,
             ),
         )
 
@@ -306,14 +311,17 @@ class Cluster:
         container: str | None = None,
         namespace: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> int:
-        """Copy ``remote_path`` (file or directory) in ``pod`` to ``local_path``.
-        Returns the archive bytes received; ``progress(done, None)``."""
+        verify: bool = True,
+        resume: bool = False,
+    ) -> CopyResult:
+        """Copy ``remote_path`` (file or directory) in ``pod`` to ``local_path``
+        (see :func:`muxstream.remote.copy_from_remote` for the contract)."""
         container = await self._container(pod, container, namespace)
         return await self._call(
             namespace,
             lambda endpoint: copy_from_remote(
-                endpoint, pod, remote_path, local_path, container=container, progress=progress
+                endpoint, pod, remote_path, local_path, container=container,
+                progress=progress, verify=verify, resume=resume,
             ),
         )
 

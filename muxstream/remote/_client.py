@@ -388,6 +388,10 @@ def exec_target(
     ):
         if flag:
             query.append((name, "true"))
+        elif name == "stdout":
+            # Said explicitly: an absent stdout reads as true on some servers
+            # (ours, for kubectl's sake), which would then send output back.
+            query.append((name, "false"))
     return endpoint.path(pod, "attach" if attach else "exec") + "?" + urlencode(query)
 
 

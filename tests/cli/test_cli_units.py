@@ -12,13 +12,15 @@ from muxstream import ConnectionLost, SessionClosed, StreamResetError
 from muxstream._cli._common import (
     Address,
     BadToken,
+    CliError,
     Progress,
     parse_address,
     parse_size,
     percentile,
 )
+from muxstream._cli._copy import RemoteSpec, split_remote
 from muxstream._cli._explain import describe, root_error
-from muxstream._cli._remote import parse_port_mapping, split_remote
+from muxstream._cli._remote import parse_port_mapping
 from muxstream.protocol import RstStatus
 
 
@@ -55,10 +57,18 @@ def test_port_mappings_and_remote_paths() -> None:
     assert parse_port_mapping("8080:80") == (8080, 80)
     assert parse_port_mapping("80") == (80, 80)
     assert parse_port_mapping(":80") == (0, 80)
-    assert split_remote("demo:/tmp/x", "demo") == ("demo", "/tmp/x")
-    assert split_remote(":/tmp/x", "pod1") == ("pod1", "/tmp/x")
+    assert split_remote("demo:/tmp/x", "demo") == RemoteSpec("demo", "/tmp/x")
+    assert split_remote(":/tmp/x", "pod1") == RemoteSpec("pod1", "/tmp/x")
     assert split_remote("./a:b", "demo") is None
     assert split_remote("/abs/path", "demo") is None
+
+
+def test_cp_takes_kubectls_namespace_pod_path_form() -> None:
+    assert split_remote("ns1/web:/tmp/x", "demo") == RemoteSpec("web", "/tmp/x", "ns1")
+    assert split_remote("web:rel/x", "demo") == RemoteSpec("web", "rel/x")
+    for bad in ("a/b/c:/x", "ns/:/x"):
+        with pytest.raises(CliError, match="NAMESPACE/"):
+            split_remote(bad, "demo")
 
 
 def test_percentile_nearest_rank() -> None:
