@@ -138,7 +138,7 @@ def test_allow_port_refuses_what_is_not_a_port(
 ) -> None:
     with pytest.raises(SystemExit) as info:
         serve_args("--allow-port", bad)
-    assert info.value.code == 1
+    assert info.value.code == 2  # a usage error
     err = capsys.readouterr().err
     assert "--allow-port" in err and "is not a port (1-65535) or a range LOW-HIGH" in err
 
