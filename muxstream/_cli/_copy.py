@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..remote import CopyResult, copy_from_remote, copy_to_remote
-from ._common import CliError, Progress, emit_json
+from ._common import INTERRUPT, CliError, Progress, emit_json
 from ._explain import describe, root_error
 from ._remote import make_endpoint
 
@@ -115,6 +115,10 @@ async def cp_main(args: argparse.Namespace) -> int:
         endpoint = dataclasses.replace(endpoint, namespace=remote.namespace)
     progress = Progress("cp", None, mode="quiet")
     verify, resume = not args.no_verify, args.resume
+    INTERRUPT.waiting_for = (
+        "keeping the partial copy for --resume" if resume
+        else "stopping the copy and removing its temporary file"
+    )
     with reporting(progress):
         if destination is not None:
             local = Path(args.source)

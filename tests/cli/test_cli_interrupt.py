@@ -52,8 +52,13 @@ def test_first_ctrl_c_during_a_stalled_upload_says_so_and_stops(
         proxy.close()
     lines = err.decode().splitlines()
     assert code == 130, err
-    assert lines == [f"muxstream cp: interrupted: closing the connection; {AGAIN}"], lines
-    assert took < 5, took  # it used to wait out the 10 s close timeout, silent
+    # Said at once, on a line of its own; then the copy's clean-up (bounded by
+    # its close and clean-up timeouts) says what became of the temporary file.
+    assert lines[0] == (
+        f"muxstream cp: interrupted: stopping the copy and removing its temporary file; {AGAIN}"
+    ), lines
+    assert all("temporary file" in line for line in lines[1:]), lines
+    assert took < 25, took
 
 
 def test_every_client_command_says_what_it_waits_for(server: Served) -> None:
@@ -70,7 +75,7 @@ def test_every_client_command_says_what_it_waits_for(server: Served) -> None:
         line = err.decode().splitlines()[-1]
         assert code == 130, (argv, err)
         assert line.startswith(f"muxstream {argv[0]}: interrupted: ") and line.endswith(AGAIN)
-        assert b"Traceback" not in err and took < 10, (argv, took)
+        assert b"Traceback" not in err and took < 15, (argv, took)
 
 
 def test_the_progress_line_is_ended_before_the_message(server: Served) -> None:
