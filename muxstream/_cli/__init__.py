@@ -109,6 +109,15 @@ examples:
 }
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    from ..remote._kubeapi import parse_port_range
+
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2, docs/cli.md)."""
 
@@ -197,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cp", action="store_true",
                    help="under an allow-list (alone, or with --allow), also allow exactly "
                         "the commands `muxstream cp` and `kubectl cp` send")
+    p.add_argument("--allow-port", action="append", type=_port_range, metavar="PORT[-PORT]",
+                   help="allow port-forward only to these ports (repeatable; ranges "
+                        "LOW-HIGH); with --allow and no --allow-port, port-forward is off")
+    p.add_argument("--no-port-forward", action="store_true",
+                   help="refuse every port-forward request")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")

@@ -33,13 +33,17 @@ from .. import __version__
 from .._session import CLIENT, Session, open_session
 from .._stream import Stream
 from ..protocol import RstStatus
-from ..remote._auth import bearer_token_matches
+from ..remote._auth import AuthThrottle, bearer_token_matches, peer_host
 from ..remote._client import close_as_eof
+from ..transport._connections import current_connection, current_peer
 from ._common import Address, BadToken, CliError, MiB
 
 logger = logging.getLogger("muxstream.cli")
 
 SERVICES = ("hello", "echo", "sink")
+#: Streams with bad credentials a raw session may open before it is closed (a
+#: client with the token needs none; a guesser then pays for a new connection).
+MAX_AUTH_FAILURES_PER_SESSION = 3
 #: The HTTP path the server upgrades (SPDY/3.1 or WebSocket) to a muxstream session.
 MUX_PATH = "/muxstream"
 WEBSOCKET_SUBPROTOCOL = "muxstream"
@@ -60,22 +64,42 @@ def authorized(token: str | None, presented: str | None) -> bool:
 # --- server side --------------------------------------------------------------------
 
 
-async def serve_session(session: Session, token: str | None) -> None:
+async def serve_session(
+    session: Session, token: str | None, throttle: AuthThrottle | None = None
+) -> None:
     """Serve every stream the peer opens until it goes away.
 
     ``token=None`` means the connection was already authenticated (HTTP) or the
-    server runs without a token.
+    server runs without a token. A stream with bad credentials is reset
+    ``INVALID_CREDENTIALS`` (after the ``throttle``'s delay for its address);
+    after MAX_AUTH_FAILURES_PER_SESSION of them the session ends. The first
+    good stream marks the connection authenticated.
     """
+    failures = 0
     async with trio.open_nursery() as nursery:
         async for stream in session:
-            nursery.start_soon(_serve_stream, stream, token)
+            if authorized(token, stream.headers.get("authorization")):
+                connection = current_connection()
+                if connection is not None:
+                    connection.mark_authenticated()
+                nursery.start_soon(_serve_stream, stream)
+                continue
+            failures += 1
+            peer = current_peer()
+            delay = throttle.failed(peer_host(peer), trio.current_time()) if throttle else 0.0
+            logger.warning(
+                "stream %d from %s: bad token; reset INVALID_CREDENTIALS%s",
+                stream.stream_id, peer, f" after {delay:.1f} s" if delay else "",
+            )
+            await trio.sleep(delay)
+            stream.reset(RstStatus.INVALID_CREDENTIALS)
+            if failures >= MAX_AUTH_FAILURES_PER_SESSION:
+                logger.warning("closing the session from %s after %d bad tokens", peer, failures)
+                break
+        nursery.cancel_scope.cancel()
 
 
-async def _serve_stream(stream: Stream, token: str | None) -> None:
-    if not authorized(token, stream.headers.get("authorization")):
-        logger.info("stream %d: bad token; reset INVALID_CREDENTIALS", stream.stream_id)
-        stream.reset(RstStatus.INVALID_CREDENTIALS)
-        return
+async def _serve_stream(stream: Stream) -> None:
     service = stream.headers.get("service", "")
     try:
         if service == "hello":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-TOKEN = "cli-test-token"
+TOKEN = "cli-test-token-0123456789"
 #: seconds any single CLI invocation may take before the test fails.
 TIMEOUT = 60
 
