@@ -276,6 +276,27 @@ async def test_a_digest_mismatch_removes_the_temporary_file(tmp_path: Path) -> N
     assert "removed the temporary file" in down.value.__notes__[0]
 
 
+async def test_a_temporary_file_that_cannot_be_removed_is_named(tmp_path: Path) -> None:
+    def fail(argv: tuple[str, ...]) -> Sequence[str]:
+        if argv[0] == "sha256sum":
+            return ["echo", "0" * 64 + "  -"]
+        if argv[0] == "rm":
+            return ["sh", "-c", "echo 'rm: Permission denied' >&2; exit 1"]
+        return argv
+
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"data")
+    async with rewriting_server(fail) as (endpoint, _):
+        with pytest.raises(CopyError, match="SHA-256 mismatch") as info:
+            await copy_to_remote(endpoint, "demo", source, f"{tmp_path}/copy.bin")
+    [temporary] = [p for p in tmp_path.iterdir() if ".muxstream-" in p.name]
+    assert info.value.__notes__ == [
+        f"could not remove the temporary file {temporary} on the server "
+        "(rm: Permission denied)"
+    ]
+    assert not (tmp_path / "copy.bin").exists()
+
+
 async def test_cancelling_an_upload_removes_its_temporary_file(tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(8 * 1024 * 1024))
