@@ -7,15 +7,15 @@ the remote command's status for ``exec``/``attach``, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
 from ._common import (
     DEFAULT_HOST,
+    DEFAULT_POD,
     DEFAULT_PORT,
     ENV_ADDRESS,
     ENV_TOKEN,
@@ -24,6 +24,7 @@ from ._common import (
     parse_address,
     parse_size,
     positive_int,
+    resolve_address,
     run_command,
     setup_logging,
 )
@@ -31,8 +32,6 @@ from ._common import (
 #: Exit status of a usage error (argparse's and the shell's convention), told apart
 #: from 1, a failure of the command itself.
 USAGE_ERROR = 2
-#: The pod name `muxstream serve` serves (kubectl's NAME in exec/attach/cp/port-forward).
-DEFAULT_POD = "demo"
 #: kubectl's -v levels, 0 to 10.
 VERBOSITY_LEVELS = 11
 
@@ -98,7 +97,8 @@ examples:
 examples:
   muxstream bench                                # spawns a local server, 256 MiB
   muxstream bench --size 1G --json
-  muxstream bench --no-spawn -a 10.0.0.2:7000    # against a running server
+  muxstream bench -a 10.0.0.2:7000               # measures your server there
+It says on stderr which server it measures.
 The full benchmark suite lives in a checkout of the repository:
 python benchmarks/run.py --quick (see docs/performance.md).""",
     "demo": """\
@@ -120,6 +120,19 @@ def _port_range(text: str) -> tuple[int, int]:
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2, docs/cli.md)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "address") and not hasattr(parsed, "address_source"):
+            # -a, else MUXSTREAM_ADDRESS, else the default; where it came from is
+            # kept for error messages (and bench: an address given means yours).
+            try:
+                resolve_address(parsed)
+            except argparse.ArgumentTypeError as exc:
+                self.error(str(exc))
+        return parsed, rest
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -181,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "serve", "serve sessions, exec/attach/cp/port-forward and kubectl")
     p.add_argument(
-        "-a", "--address", type=parse_address,
-        default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
-        help=f"listen on HOST:PORT (default {DEFAULT_HOST}:{DEFAULT_PORT}; port 0 picks one)",
+        "-a", "--address", type=parse_address, default=None,
+        help=f"listen on HOST:PORT (env {ENV_ADDRESS}; default {DEFAULT_HOST}:{DEFAULT_PORT}; "
+             "port 0 picks one)",
     )
     p.add_argument("--token", default=None,
                    help=f"bearer token clients must present; visible to every local user "
@@ -276,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(p)
     p.add_argument("--size", type=parse_size, default=parse_size("256M"),
                    help="bytes to send (default 256M)")
-    p.add_argument("--no-spawn", dest="spawn", action="store_false",
-                   help="use the server at --address instead of spawning one")
+    p.add_argument("--no-spawn", dest="spawn", action="store_false", default=None,
+                   help=f"measure the server at the default address too (with --address or "
+                        f"{ENV_ADDRESS}, bench always measures that server)")
     p.add_argument("--json", action="store_true", help="print a JSON result")
     p.set_defaults(handler="bench")
 
@@ -366,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     _kubectl_forms(args)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.subcommand)
     handler = _handler(args.handler)
-    return run_command(args.handler, lambda: handler(args), verbose=bool(args.verbose))
+    return run_command(
+        args.handler, lambda: handler(args), verbose=bool(args.verbose), args=args,
+        interruptible=args.handler != "serve",  # serve: its own graceful Ctrl-C
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

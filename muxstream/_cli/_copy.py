@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..remote import CopyResult, copy_from_remote, copy_to_remote
-from ._common import CliError, Progress, describe, emit_json, root_error
+from ._common import CliError, Progress, emit_json
+from ._explain import describe, root_error
 from ._remote import make_endpoint
 
 

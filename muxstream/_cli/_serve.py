@@ -52,7 +52,7 @@ from ..transport._connections import (
     serve_connections,
     set_current_connection,
 )
-from ._common import ENV_TOKEN, Address, CliError
+from ._common import ENV_TOKEN, Address, CliError, check_file, listen_error, load_pem
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -79,6 +79,8 @@ class Server:
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
+        #: exec/attach/cp/port-forward (and API) requests being served
+        self.remote_requests = 0
         self.stopping = False
 
     async def run_session(self, transport: trio.abc.Stream, token: str | None) -> None:
@@ -131,7 +133,11 @@ class Server:
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
-            await self.remote_app(request)
+            self.remote_requests += 1  # counted for the shutdown line
+            try:
+                await self.remote_app(request)
+            finally:
+                self.remote_requests -= 1
             return
         refusal = request_refusal(self.remote_config, request)
         if refusal is not None:
@@ -169,10 +175,18 @@ class Server:
 
 
 def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context for ``--cert``/``--key``; a missing or unusable file is a
+    CliError that names the option and the file."""
     if not args.cert:
+        if args.key:
+            raise CliError(f"--key {args.key} needs --cert (the certificate chain)")
         return None
+    check_file("--cert", args.cert)
+    if args.key:
+        check_file("--key", args.key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.cert, args.key)
+    what = f"--cert {args.cert}" + (f" with --key {args.key}" if args.key else "")
+    load_pem(what, context.load_cert_chain, args.cert, args.key)
     return context
 
 
@@ -323,9 +337,14 @@ async def serve_main(args: argparse.Namespace) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
-                    listeners = await listening.start(
-                        listen, server.handle_tcp, address, config.limits, connections
-                    )
+                    try:
+                        listeners = await listening.start(
+                            listen, server.handle_tcp, address, config.limits, connections
+                        )
+                    except OSError as exc:
+                        raise listen_error(
+                            exc, address, "another muxstream serve? pick another port with "
+                            "-a HOST:PORT, or port 0 for a free one") from None
                     port = listeners[0].socket.getsockname()[1]
                     if not token:
                         where = f"{address.host}:{port}"
@@ -341,7 +360,9 @@ async def serve_main(args: argparse.Namespace) -> int:
                     async for signum in signals:
                         print(
                             f"muxstream serve: {signal.Signals(signum).name}: closing "
-                            f"{len(server.sessions)} session(s) gracefully",
+                            f"{len(server.sessions)} session(s) gracefully, ending "
+                            f"{server.remote_requests} exec/attach/cp/port-forward "
+                            "connection(s)",
                             file=sys.stderr, flush=True,
                         )
                         listening.cancel_scope.cancel()

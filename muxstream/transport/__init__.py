@@ -15,8 +15,11 @@ See docs/transports.md.
 """
 
 from ._errors import (
+    ConnectTimeout,
     HandshakeError,
+    HandshakeNoAnswer,
     HandshakeTimeout,
+    TLSHandshakeTimeout,
     TransportError,
     UpgradeRefused,
     WebSocketClosedError,
@@ -54,13 +57,16 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
+    "ConnectTimeout",
     "HTTPApp",
     "HTTPHeaders",
     "HTTPRequest",
     "HandshakeError",
+    "HandshakeNoAnswer",
     "HandshakeTimeout",
     "HeadersLike",
     "PrefixedStream",
+    "TLSHandshakeTimeout",
     "TransportError",
     "UpgradeRefused",
     "UpgradeResponse",
