@@ -52,7 +52,11 @@ def test_first_ctrl_c_during_a_stalled_upload_says_so_and_stops(
         proxy.close()
     lines = err.decode().splitlines()
     assert code == 130, err
-    assert lines == [f"muxstream cp: interrupted: closing the connection; {AGAIN}"], lines
+    assert lines[0] == f"muxstream cp: interrupted: closing the connection; {AGAIN}", lines
+    # ... then what became of the copy's temporary file, and nothing else.
+    temporary = f"muxstream cp: removed the temporary file {tmp_path}/.copy.bin.muxstream-"
+    assert len(lines) == 2 and lines[1].startswith(temporary), lines
+    assert not [p for p in tmp_path.iterdir() if "copy.bin" in p.name]
     assert took < 5, took  # it used to wait out the 10 s close timeout, silent
 
 
