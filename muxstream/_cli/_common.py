@@ -422,9 +422,11 @@ class Progress:
             )
         else:
             text = f"\r{self.label} {fmt_bytes(self.done)}  {rate / MiB:7.1f} MiB/s "
+        # Marked before writing: the Ctrl-C handler may run between any two
+        # bytecodes of this method and must then end the line being drawn.
+        self._drawn = True
         self.stream.write(text)
         self.stream.flush()
-        self._drawn = True
 
     def end_line(self) -> None:
         """End a half-drawn terminal line, so the next message starts on its own."""
