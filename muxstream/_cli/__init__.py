@@ -110,7 +110,7 @@ examples:
 
 
 def _port_range(text: str) -> tuple[int, int]:
-    from ..remote._kubeapi import parse_port_range
+    from ..remote._server_kubeapi import parse_port_range
 
     try:
         return parse_port_range(text)

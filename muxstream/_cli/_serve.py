@@ -8,7 +8,7 @@ same service) or to :class:`muxstream.remote.RemoteServer` (exec, attach, cp,
 port-forward and the kubectl API surface).
 
 Before binding, :func:`check_serve_args` applies the exec service's exposure
-policy (``remote._auth``): beyond loopback, no ``--insecure-no-auth`` ever, and
+policy (``muxstream._auth``): beyond loopback, no ``--insecure-no-auth`` ever, and
 TLS (``--cert/--key``) unless ``--insecure-no-tls``.
 
 SIGINT/SIGTERM stop accepting, close every muxstream session gracefully
@@ -31,13 +31,13 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .._auth import exposure_problem, validate_token
 from .._session import SERVER, Session, open_session
 from ..remote import RemoteServer
-from ..remote._allow import allow_list_problem
-from ..remote._auth import exposure_problem, validate_token
-from ..remote._kubeapi import PortRanges
-from ..remote._limits import ServiceLimits, raise_nofile_limit
 from ..remote._server import MAX_BODY_SIZE, no_auth_warning, request_refusal
+from ..remote._server_allow import allow_list_problem
+from ..remote._server_kubeapi import PortRanges
+from ..remote._server_limits import ServiceLimits, raise_nofile_limit
 from ..transport import (
     HandshakeError,
     HTTPRequest,

@@ -39,8 +39,8 @@ from ..remote import (
     open_remote_process,
     run_remote,
 )
-from ..remote._client import Transport
-from ..remote._copy_tar import ProgressCallback
+from ..remote._client_copy_tar import ProgressCallback
+from ..remote._client_endpoint import Transport
 from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from ..remote import RemoteEndpoint
-from ..transport._tls import connect
+from ..transport import open_tcp_or_tls_stream
 from ._errors import KubeconfigError
 
 #: Largest proxy answer head we read before giving up (real ones are < 1 KiB).
@@ -204,7 +204,7 @@ class KubeEndpoint(RemoteEndpoint):
             context = self.ssl_context or ssl.create_default_context()
         with trio.fail_after(self.connect_timeout):
             if self.proxy_url is None:
-                stream: trio.abc.Stream = await connect(
+                stream: trio.abc.Stream = await open_tcp_or_tls_stream(
                     split.hostname,
                     port,
                     ssl_context=context,

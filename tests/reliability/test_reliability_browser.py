@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from muxstream.remote import LocalBackend, RemoteServer, RemoteServerConfig, _auth, bound_port
+from muxstream import _auth
+from muxstream.remote import LocalBackend, RemoteServer, RemoteServerConfig, bound_port
 
 from ._security_helpers import (
     EXEC,

@@ -17,7 +17,7 @@ from muxstream.remote._channels import (
     negotiate,
     split_header_values,
 )
-from muxstream.remote._kubeapi import ApiResponse, KubeApi, SubresourceRequest
+from muxstream.remote._server_kubeapi import ApiResponse, KubeApi, SubresourceRequest
 from muxstream.remote._status import (
     ExitStatus,
     RemoteStatusError,

@@ -32,7 +32,7 @@ import ipaddress
 from collections.abc import Collection, Sequence
 from typing import Literal
 
-from .._redact import register_secret
+from ._redact import register_secret
 
 #: Characters a token may contain: visible ASCII, as RFC 6750's b64token and
 #: every kubeconfig token are. A space could never survive ``Bearer <token>``

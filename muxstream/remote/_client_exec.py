@@ -1,36 +1,25 @@
-"""Client side: run commands on a Kubernetes-style endpoint (muxstream's or a real one).
+"""Client side, exec and attach: run commands on a Kubernetes-style endpoint.
 
 Mirrors ``trio.run_process`` / ``trio.Process``: :func:`run_remote` collects
 output and the exit code; :func:`open_remote_process` gives an interactive
-:class:`RemoteProcess`. Transport negotiation follows kubectl v1.32: WebSocket
-(``v5.channel.k8s.io``, then v4) first, and on a refused upgrade (any non-101
-answer) SPDY with ``X-Stream-Protocol-Version`` v5..v2.
+:class:`RemoteProcess`. Over WebSocket (``v5.channel.k8s.io``, then v4, tried
+first) or, on a refused upgrade, SPDY with ``X-Stream-Protocol-Version``
+v5..v2 (:func:`~._client_endpoint.upgrade`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import ssl
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import trio
 
-import muxstream
-
-from ..transport import (
-    UpgradeRefused,
-    WebSocketStream,
-    wrap_upgrade_client,
-    wrap_websocket_client,
-)
-from ..transport._tls import connect
+from .. import CLIENT, Session, Stream, open_session
+from .._failures import GONE, collapsing_groups
+from ..transport import WebSocketStream, wrap_close_as_eof
 from ._channels import (
     PROTOCOL_VERSIONS,
     STREAM_TYPE_HEADER,
@@ -39,191 +28,12 @@ from ._channels import (
     StreamType,
     encode_close,
 )
-from ._collapse import collapse_groups
-from ._exec_ws import PING_INTERVAL, PING_TIMEOUT, ChannelSendStream, demux_messages
+from ._client_endpoint import RemoteEndpoint, RemoteError, upgrade
 from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
+from ._ws_channels import PING_INTERVAL, PING_TIMEOUT, ChannelSendStream, demux_messages
 
-Transport = Literal["auto", "websocket", "spdy"]
-_KIND_NAMES = {"websocket": "WebSocket", "spdy": "SPDY/3.1"}
-#: Each connection phase is told here at DEBUG (``muxstream -v`` shows them).
-logger = logging.getLogger("muxstream.connect")
 WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-class RemoteError(Exception):
-    """The endpoint refused the request (HTTP status and the Status message).
-
-    ``reason`` is the Status document's reason (``"Forbidden"``, ``"NotFound"``...),
-    empty when the answer was not a Status.
-    """
-
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class RemoteEndpoint:
-    """Where and how to connect: ``url`` is ``https://host:port`` or ``http://...``.
-
-    ``ssl_context`` defaults to the system trust store for https URLs; pass one
-    with ``load_cert_chain`` for client-certificate authentication.
-    ``connect_timeout`` bounds each phase of connecting on its own: the TCP
-    connect (``ConnectTimeout``), the TLS handshake (``TLSHandshakeTimeout``) and
-    the HTTP upgrade (``HandshakeTimeout``), all from ``muxstream.transport``.
-    """
-
-    url: str
-    token: str | None = None
-    ssl_context: ssl.SSLContext | None = None
-    namespace: str = "default"
-    transport: Transport = "auto"
-    connect_timeout: float = 30.0
-
-    def path(self, pod: str, subresource: str) -> str:
-        return (
-            f"/api/v1/namespaces/{quote(self.namespace, safe='')}/pods/"
-            f"{quote(pod, safe='')}/{subresource}"
-        )
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
-
-    async def connect(self) -> tuple[trio.abc.Stream, str]:
-        """A fresh connection (TLS for https) and the Host header value."""
-        split = urlsplit(self.url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError(f"bad endpoint URL {self.url!r}")
-        port = split.port or (443 if split.scheme == "https" else 80)
-        context = None
-        if split.scheme == "https":
-            context = self.ssl_context or ssl.create_default_context()
-        stream = await connect(
-            split.hostname,
-            port,
-            ssl_context=context,
-            https_compatible=True,  # API servers may close without close_notify
-            connect_timeout=self.connect_timeout,
-            handshake_timeout=self.connect_timeout,
-        )
-        return stream, split.netloc
-
-
-def _refusal(refused: UpgradeRefused) -> RemoteError:
-    message = refused.body.decode("utf-8", "replace").strip()
-    reason = ""
-    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-        document = json.loads(refused.body)
-        reason = str(document.get("reason") or "")
-        message = document["message"]
-    return RemoteError(
-        refused.status, message or f"HTTP {refused.status} {refused.reason}", reason
-    )
-
-
-async def upgrade(
-    endpoint: RemoteEndpoint,
-    target: str,
-    *,
-    websocket_protocols: Sequence[str],
-    spdy_protocols: Sequence[str],
-) -> tuple[Literal["websocket", "spdy"], str, trio.abc.Stream]:
-    """Connect and upgrade, WebSocket first unless ``endpoint.transport`` says otherwise.
-
-    Returns (transport, negotiated protocol, upgraded stream); for "websocket"
-    the stream is a :class:`~muxstream.transport.WebSocketStream`. Raises
-    :class:`RemoteError` when the endpoint refuses (the last refusal wins), and
-    ``muxstream.transport.HandshakeError`` for a broken handshake.
-    """
-    order: list[Literal["websocket", "spdy"]] = (
-        ["websocket", "spdy"] if endpoint.transport == "auto" else [endpoint.transport]
-    )
-    refusal: RemoteError | None = None
-    for kind in order:
-        stream, host = await endpoint.connect()
-        offered = websocket_protocols if kind == "websocket" else spdy_protocols
-        logger.debug("upgrade to %s, offering %s", _KIND_NAMES[kind], ", ".join(offered))
-        try:
-            if kind == "websocket":
-                websocket = await wrap_websocket_client(
-                    stream,
-                    target,
-                    host=host,
-                    subprotocols=websocket_protocols,
-                    headers=endpoint.headers(),
-                    handshake_timeout=endpoint.connect_timeout,
-                )
-                logger.debug("upgraded to WebSocket, protocol %s", websocket.subprotocol)
-                return kind, websocket.subprotocol or "", websocket
-            upgraded, response = await wrap_upgrade_client(
-                stream,
-                target,
-                host=host,
-                method="POST",
-                protocols=spdy_protocols,
-                headers=endpoint.headers(),
-                handshake_timeout=endpoint.connect_timeout,
-            )
-            logger.debug("upgraded to SPDY/3.1, protocol %s", response.protocol)
-            return kind, response.protocol or "", upgraded
-        except UpgradeRefused as refused:
-            refusal = _refusal(refused)
-            logger.debug("%s refused: HTTP %s %s", _KIND_NAMES[kind], refused.status,
-                         refusal.message)
-    assert refusal is not None
-    raise refusal
-
-
-class _CloseAsEofStream(trio.abc.HalfCloseableStream):
-    """A client transport that cannot half-close (TLS, WebSocket), made to.
-
-    The session's last step of a graceful close, once everything it sends is
-    flushed, is ``send_eof``. Without a half-close both muxstream ends would
-    wait for the other's EOF until ``close_timeout``. As the client we end the
-    connection there instead (TLS close_notify or WebSocket Close 1000, then
-    TCP), as client-go's ``conn.Close()`` does; nothing we still owe is lost,
-    and the peer reads a clean EOF.
-    """
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.transport = stream
-        self._closed = False
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return b""
-        try:
-            return bytes(await self.transport.receive_some(max_bytes))
-        except (*_GONE,):
-            if self._closed:
-                return b""  # closed in send_eof: that is the end of our reading
-            raise
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        self._closed = True
-        await self.transport.aclose()
-
-    async def aclose(self) -> None:
-        self._closed = True
-        await self.transport.aclose()
-
-
-def close_as_eof(stream: trio.abc.Stream) -> trio.abc.Stream:
-    """``stream`` itself if it can half-close, else :class:`_CloseAsEofStream`."""
-    if isinstance(stream, trio.abc.HalfCloseableStream):
-        return stream
-    return _CloseAsEofStream(stream)
 
 
 class _RemoteStdin(trio.abc.SendStream):
@@ -250,7 +60,7 @@ class _RemoteStdin(trio.abc.SendStream):
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        with contextlib.suppress(*_GONE):
+        with contextlib.suppress(*GONE):
             if isinstance(self._send, trio.abc.HalfCloseableStream):
                 await self._send.send_eof()
             else:
@@ -266,7 +76,7 @@ class _WebSocketStdin(ChannelSendStream):
 
     async def aclose(self) -> None:
         if self._version >= 5:
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 await self.send_message(encode_close(Channel.STDIN))
         else:
             await trio.lowlevel.checkpoint()
@@ -330,7 +140,7 @@ class RemoteProcess:
             async for chunk in source:
                 chunks.append(bytes(chunk))
             self._error_document = b"".join(chunks)
-        except _GONE as exc:
+        except GONE as exc:
             self._error_failure = exc
         finally:
             self._error_done.set()
@@ -338,7 +148,7 @@ class RemoteProcess:
 
 async def _spdy_process(
     nursery: trio.Nursery,
-    session: muxstream.Session,
+    session: Session,
     process: RemoteProcess,
     *,
     stdin: bool,
@@ -348,7 +158,7 @@ async def _spdy_process(
 ) -> None:
     """Open the typed streams in client-go's order and wire them to ``process``."""
 
-    async def open_typed(kind: StreamType) -> muxstream.Stream:
+    async def open_typed(kind: StreamType) -> Stream:
         return await session.open_stream(headers={STREAM_TYPE_HEADER: str(kind)})
 
     error = await open_typed(StreamType.ERROR)
@@ -395,6 +205,7 @@ def exec_target(
     return endpoint.path(pod, "attach" if attach else "exec") + "?" + urlencode(query)
 
 
+@collapsing_groups
 @asynccontextmanager
 async def open_remote_process(
     endpoint: RemoteEndpoint,
@@ -418,34 +229,6 @@ async def open_remote_process(
     broken connection raises that one error (``run_remote`` and the copy
     functions rely on this).
     """
-    with collapse_groups():
-        async with _open_remote_process(
-            endpoint,
-            pod,
-            command,
-            container=container,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            tty=tty,
-            attach=attach,
-        ) as process:
-            yield process
-
-
-@asynccontextmanager
-async def _open_remote_process(
-    endpoint: RemoteEndpoint,
-    pod: str,
-    command: Sequence[str] = (),
-    *,
-    container: str | None = None,
-    stdin: bool = False,
-    stdout: bool = True,
-    stderr: bool = True,
-    tty: bool = False,
-    attach: bool = False,
-) -> AsyncIterator[RemoteProcess]:
     if not attach and not command:
         raise ValueError("command must not be empty")
     target = exec_target(
@@ -470,7 +253,7 @@ async def _open_remote_process(
         if protocol not in PROTOCOL_VERSIONS:
             await stream.aclose()
             raise RemoteError(101, f"unsupported protocol version {protocol!r}")
-        async with muxstream.open_session(close_as_eof(stream), role=muxstream.CLIENT) as session:
+        async with open_session(wrap_close_as_eof(stream), role=CLIENT) as session:
             async with trio.open_nursery() as nursery:
                 await _spdy_process(
                     nursery, session, process, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
@@ -545,7 +328,7 @@ async def run_remote(
 
         async def feed() -> None:
             if process.stdin is not None and stdin is not None:
-                with contextlib.suppress(*_GONE):
+                with contextlib.suppress(*GONE):
                     await process.stdin.send_all(stdin)
                 await process.stdin.aclose()
 

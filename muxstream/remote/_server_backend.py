@@ -27,7 +27,7 @@ from typing import Protocol
 import trio
 
 from ._pipe import open_pipe
-from ._spawn import kill_group, spawn, wait_for_exit
+from ._server_spawn import kill_group, spawn, wait_for_exit
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._backend import ExecRequest
+from ._server_backend import ExecRequest
 
 KUBERNETES_VERSION = {
     "major": "1",
