@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 from .. import __version__
+from .._accel import ACCELERATOR
 from ._common import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -126,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
             environment: {ENV_ADDRESS} (HOST:PORT, default {DEFAULT_HOST}:{DEFAULT_PORT}),
             {ENV_TOKEN} (the bearer token). Run `muxstream COMMAND --help` for examples."""),
     )
-    parser.add_argument("--version", action="version", version=f"muxstream {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"muxstream {__version__} ({ACCELERATOR})"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
