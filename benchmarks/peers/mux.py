@@ -88,6 +88,16 @@ def _tune_socket(sock: trio.SocketStream, params: Params) -> None:
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
 
 
+def _tls_stream_class() -> Any:
+    """muxstream's own TLS stream (what open_tls_stream/wrap_tls_server return), or
+    trio.SSLStream for a muxstream from before it (A/B runs against old commits)."""
+    try:
+        from muxstream.transport import TLSStream
+    except ImportError:
+        return trio.SSLStream
+    return TLSStream
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -160,7 +170,7 @@ async def server(params: Params, task_status: trio.TaskStatus[int]) -> None:
         transport: trio.abc.Stream = sock
         try:
             if contexts is not None:
-                tls = trio.SSLStream(sock, contexts[0], server_side=True)
+                tls = _tls_stream_class()(sock, contexts[0], server_side=True)
                 await tls.do_handshake()
                 transport = tls
             if websocket:
@@ -192,7 +202,7 @@ async def _session(port: int, params: Params, *, graceful: bool = True) -> Async
     transport: trio.abc.Stream = sock
     contexts = tls_contexts(params)
     if contexts is not None:
-        tls = trio.SSLStream(sock, contexts[1], server_hostname=TLS_SERVER_NAME)
+        tls = _tls_stream_class()(sock, contexts[1], server_hostname=TLS_SERVER_NAME)
         await tls.do_handshake()
         transport = tls
     if params.get("transport") == "websocket":
