@@ -359,6 +359,37 @@ async def idle_memory_client(port: int, params: Params) -> Result:
     return {"streams": n, "client_kib_per_stream": (after - before) / n}
 
 
+async def idle_sessions_client(port: int, params: Params) -> Result:
+    """Open ``sessions`` sessions (one stream each) and hold them; both sides' RSS growth.
+
+    Everything is warmed up first on one extra session (imports, TLS, WebSocket
+    code paths on both sides), which stays open through the measurement.
+    """
+    n = params["sessions"]
+    release = trio.Event()
+
+    async def hold(task_status: trio.TaskStatus[None]) -> None:
+        async with _session(port, params, graceful=False) as session:
+            stream = await session.open_stream(headers={"mode": "hold"})
+            task_status.started()
+            await release.wait()
+            del stream
+
+    async with _session(port, params, graceful=False) as warm, trio.open_nursery() as nursery:
+        await _echo(warm)
+        gc.collect()
+        before = rss_kib()
+        await checkpoint("baseline")
+        for _ in range(n):
+            await nursery.start(hold)
+        await _echo(warm)  # the server has processed every stream by now
+        gc.collect()
+        after = rss_kib()
+        await checkpoint("holding")
+        release.set()
+    return {"sessions": n, "client_kib_per_session": (after - before) / n}
+
+
 async def stalled_memory_client(port: int, params: Params) -> Result:
     """Push on ``streams`` streams whose receiver never reads, until every one blocks."""
     import muxstream.protocol as mp
@@ -397,5 +428,6 @@ SCENARIOS = {
     "churn": (server, churn_client),
     "ping": (server, ping_client),
     "idle_memory": (server, idle_memory_client),
+    "idle_sessions": (server, idle_sessions_client),
     "stalled_memory": (server, stalled_memory_client),
 }
