@@ -2,7 +2,8 @@
 
 Try it (TLS + token, as kubectl requires for tokens):
 
-    python examples/kubectl_server.py --port 6443 --token s3cret --tls-dir /tmp/kube-demo
+    export MUXSTREAM_TOKEN=$(openssl rand -hex 16)
+    python examples/kubectl_server.py --port 6443 --tls-dir /tmp/kube-demo
     kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec demo -- uname -a
     echo hi | kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec -i demo -- cat
     kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml cp ./README.md demo:/tmp/README.copy

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Only the reader task reads the transport (ARCHITECTURE.md rule 2). Writes keep the
+Only the reader task reads the transport (docs/performance.md, design rules). Writes keep the
 rule's point -- one ordered byte stream, never two writers interleaving -- with one
 refinement measured to pay (docs/performance.md): on TCP, when the writer task holds
 no bytes of its own, the task that just queued frames writes them itself with one
@@ -109,7 +109,7 @@ DEFAULT_ACCEPT_BACKLOG_BYTES = 1 << 20
 #: queued-but-unwritten bytes above which senders wait: bounds memory per session.
 DEFAULT_WRITE_BUFFER = 1 << 20
 
-#: One read's size: large reads cut per-call overhead (PERFORMANCE.md, point 1).
+#: One read's size: large reads cut per-call overhead (docs/performance.md, rule 1).
 _RECV_SIZE = 1 << 20
 #: Write from the task that queued the frames when the writer is idle (see _kick).
 _INLINE_WRITES = hasattr(os, "writev")
@@ -124,7 +124,7 @@ _YIELD_BYTES = 256 * 1024
 _YIELD_PER_READ = 8 * 1024
 #: One read's size on other transports (TLS, WebSocket, upgraded HTTP).
 _STREAM_RECV_SIZE = 64 * 1024
-#: One write's size: at least ~256 KiB per send call (PERFORMANCE.md).
+#: One write's size: at least ~256 KiB per send call (docs/performance.md, rule 1).
 _WRITE_BATCH = 512 * 1024
 #: Unsent bytes the kernel may hold per socket (see _limit_unsent).
 _NOTSENT_LOWAT = 256 * 1024
@@ -183,6 +183,15 @@ class SessionStatistics:
     pings_sent: int
     pings_received: int
     last_rtt: float | None
+    #: our PINGs not answered (nor timed out) yet
+    pings_outstanding: int = 0
+    #: streams the peer opened that wait for :meth:`Session.accept`
+    streams_waiting: int = 0
+    #: header bytes those streams hold (bounded by ``accept_backlog_bytes``)
+    waiting_header_bytes: int = 0
+    #: answers to the peer's frames (PING echoes, RST_STREAMs) not written yet;
+    #: the reader stops reading while many wait (a peer that floods without reading)
+    queued_answers: int = 0
 
 
 class _LocalClose(MuxstreamError):
@@ -809,6 +818,10 @@ class Session(trio.abc.Listener[Stream]):
             pings_sent=self.pings_sent,
             pings_received=self.pings_received,
             last_rtt=self.last_rtt,
+            pings_outstanding=len(self._pings),
+            streams_waiting=len(self._accept_queue),
+            waiting_header_bytes=self._backlog_bytes,
+            queued_answers=conn.queued_answers,
         )
 
     # --- the reader task --------------------------------------------------------------
@@ -1200,6 +1213,24 @@ def _coerce_role(role: Role | str) -> Role:
     if isinstance(role, Role):
         return role
     return Role(role.lower())
+
+
+def start_session(
+    nursery: trio.Nursery, transport: trio.abc.Stream, *, role: Role | str, **options: Any
+) -> Session:
+    """Start a session over ``transport`` with its tasks in ``nursery``; return it at once.
+
+    For tests and for code that runs its own nursery (as trio-websocket's
+    ``connect_websocket`` does): :func:`open_session` is the usual way. The
+    caller closes the session, gracefully with :meth:`Session.aclose`;
+    cancelling ``nursery`` stops the session's tasks without closing the
+    transport.
+
+    Args: as for :func:`open_session`.
+    """
+    session = Session(transport, _coerce_role(role), SessionOptions.from_kwargs(options))
+    session._start(nursery)
+    return session
 
 
 @asynccontextmanager

@@ -99,6 +99,41 @@ def parse_size(text: str) -> int:
     return int(value * units[suffix])
 
 
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, stream numbers)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0 (timeouts)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of at least 0 (intervals)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """--address/--token/--tls/--cacert/--timeout, shared by every client command."""
     group = parser.add_argument_group("connection")
@@ -116,7 +151,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         "--cacert", metavar="FILE", help="trust this CA (PEM) for TLS; implies --tls"
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        "--timeout", type=positive_float, default=10.0, metavar="SECONDS",
         help="connect/handshake timeout (default 10)",
     )
 
@@ -173,6 +208,8 @@ def describe(exc: BaseException) -> str | None:
         status = getattr(exc, "status", 0)
         if status == 401:
             return "bad token: the server answered 401 Unauthorized"
+        if isinstance(exc, RemoteError) and status == 404:
+            return f"{exc.message} (HTTP 404)"  # the server's words name what is missing
         if isinstance(exc, RemoteError):
             return f"the server refused: {exc.message} (HTTP {status})"
         return f"the server refused the upgrade: HTTP {status}"
@@ -259,8 +296,11 @@ class Progress:
     """A progress display on stderr.
 
     On a terminal: one line redrawn in place (bar, percent, rate, ETA), at most
-    10 times a second. Elsewhere: ``mode="lines"`` prints a plain line per ~10 %,
-    ``mode="quiet"`` prints nothing (scripts and logs stay clean).
+    10 times a second. Elsewhere: ``mode="lines"`` prints a plain line per ~10 %
+    (done of total, percent, rate, ETA), ``mode="quiet"`` prints nothing (scripts
+    and logs stay clean). The clock starts at the first ``update(0)`` (the caller's
+    start of the transfer, so the rate agrees with its summary) or else at
+    creation. ``end_line()`` ends a half-drawn line before another message.
     """
 
     def __init__(
@@ -270,43 +310,51 @@ class Progress:
         *,
         mode: str = "lines",
         stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.mode = "tty" if self.tty else mode
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self._last_draw = 0.0
         self._next_decile = 1
+        self._drawn = False  # a tty line is on screen without its newline
         self.done = 0
 
     def update(self, done: int, total: int | None = None) -> None:
+        if done == 0 and self.done == 0:
+            self.start = self.clock()  # the transfer starts now
         self.done = done
         if total is not None:
             self.total = total
         if self.mode == "tty":
-            now = time.monotonic()
+            now = self.clock()
             if now - self._last_draw >= 0.1 or (self.total and done >= self.total):
                 self._last_draw = now
                 self._draw(now)
         elif self.mode == "lines" and self.total:
             while self._next_decile <= 10 and done * 10 >= self._next_decile * self.total:
-                elapsed = max(time.monotonic() - self.start, 1e-9)
+                rate, eta = self._rate_and_eta(self.clock())
                 self.stream.write(
-                    f"{self.label}: {self._next_decile * 10:3d}%  {fmt_bytes(done)}"
-                    f"  {done / MiB / elapsed:.0f} MiB/s\n"
+                    f"{self.label}: {self._next_decile * 10:3d}%  {fmt_bytes(done)} of "
+                    f"{fmt_bytes(self.total)}  {rate / MiB:.0f} MiB/s  ETA {fmt_duration(eta)}\n"
                 )
                 self.stream.flush()
                 self._next_decile += 1
 
+    def _rate_and_eta(self, now: float) -> tuple[float, float]:
+        rate = self.done / max(now - self.start, 1e-9)
+        remaining = max((self.total or 0) - self.done, 0)
+        return rate, (remaining / rate if rate > 0 else 0.0)
+
     def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate, eta = self._rate_and_eta(now)
         if self.total:
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(frac * 24)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
             text = (
                 f"\r{self.label} [{bar:<24}] {frac * 100:5.1f}%  {fmt_bytes(self.done)}"
                 f"/{fmt_bytes(self.total)}  {rate / MiB:7.1f} MiB/s  ETA {fmt_duration(eta)} "
@@ -315,12 +363,19 @@ class Progress:
             text = f"\r{self.label} {fmt_bytes(self.done)}  {rate / MiB:7.1f} MiB/s "
         self.stream.write(text)
         self.stream.flush()
+        self._drawn = True
+
+    def end_line(self) -> None:
+        """End a half-drawn terminal line, so the next message starts on its own."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
 
     def finish(self) -> None:
         if self.mode == "tty":
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
+            self._draw(self.clock())
+            self.end_line()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,16 +21,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import ssl
+import stat
 import sys
-from typing import Any
 
 import trio
 
 from .._session import SERVER, Session, open_session
+from ..remote import RemoteServer
+from ..remote._allow import allow_list_problem
 from ..remote._auth import exposure_problem, validate_token
+from ..remote._server import no_auth_warning, request_refusal
 from ..transport import (
     HandshakeError,
     HTTPRequest,
@@ -38,7 +42,7 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
-from ._common import Address, CliError
+from ._common import ENV_TOKEN, Address, CliError
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -54,12 +58,13 @@ class Server:
     def __init__(
         self,
         token: str | None,
-        remote_app: Any,
+        remote: RemoteServer,
         ssl_context: ssl.SSLContext | None,
         close_timeout: float,
     ) -> None:
         self.token = token
-        self.remote_app = remote_app
+        self.remote_app = remote.app
+        self.remote_config = remote.config
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
@@ -115,6 +120,11 @@ class Server:
         if request.path != MUX_PATH:
             await self.remote_app(request)
             return
+        refusal = request_refusal(self.remote_config, request)
+        if refusal is not None:
+            await request.respond(refusal.status, [("content-type", "application/json")],
+                                  refusal.body)
+            return
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.
         if not authorized(self.token, values[0] if len(values) == 1 else None):
@@ -150,13 +160,57 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+#: Permission bits of a --token-file that refuse it: anyone beyond its owner and
+#: group may read or write it (a token readable by every local user is no secret).
+TOKEN_FILE_FORBIDDEN_MODE = 0o007
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (its first line, surrounding whitespace removed).
+
+    Raises CliError if the file cannot be read, is empty, or is readable or
+    writable by users other than its owner and group.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & TOKEN_FILE_FORBIDDEN_MODE:
+                raise CliError(
+                    f"--token-file {path}: other users can access it (mode "
+                    f"{stat.S_IMODE(mode):o}); run chmod 600 {path}"
+                )
+            token = file.readline().strip()
+    except OSError as exc:
+        raise CliError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise CliError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The token serve uses: ``--token``, ``--token-file`` or ``MUXSTREAM_TOKEN``
+    (giving both flags is refused). Sets ``args.token``."""
+    if args.token and args.token_file:
+        raise CliError("give one of --token and --token-file, not both")
+    if args.token:
+        pass
+    elif args.token_file:
+        args.token = read_token_file(args.token_file)
+    else:
+        args.token = os.environ.get(ENV_TOKEN) or None
+    token: str | None = args.token
+    return token
+
+
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuse, before anything binds, what the security policy forbids.
 
-    Raises CliError (one line, exit status 1) for ``--insecure-no-auth`` on an
-    address that is not loopback, for no ``--cert`` on such an address without
-    ``--insecure-no-tls``, and for a token that is not visible ASCII.
+    Resolves the token first (:func:`resolve_token`). Raises CliError (one line,
+    exit status 1) for ``--insecure-no-auth`` on an address that is not
+    loopback, for no ``--cert`` on such an address without ``--insecure-no-tls``,
+    for a token that is not visible ASCII, and for an unusable ``--token-file``.
     """
+    resolve_token(args)
     host = args.address.host
     problem = exposure_problem(
         host,
@@ -176,17 +230,27 @@ def check_serve_args(args: argparse.Namespace) -> None:
             "--insecure-no-tls if something else encrypts the traffic (tokens would "
             "cross the network in clear text)"
         )
+    refused = allow_list_problem(args.allow)
+    if refused is not None:
+        raise CliError(f"--allow: {refused}; for cp and kubectl cp, use --allow-cp instead")
     if args.token:
         try:
             validate_token(args.token)
         except ValueError as exc:
-            raise CliError(f"bad --token/MUXSTREAM_TOKEN: {exc}") from None
+            raise CliError(f"bad --token/--token-file/{ENV_TOKEN}: {exc}") from None
 
 
 async def serve_main(args: argparse.Namespace) -> int:
-    from ..remote import LocalBackend, RemoteServer, RemoteServerConfig
+    from ..remote import LocalBackend, RemoteServerConfig
 
+    token_on_argv = bool(args.token)
     check_serve_args(args)
+    if token_on_argv:
+        print(
+            "muxstream serve: warning: --token on the command line is visible to every "
+            f"local user (ps, /proc); prefer {ENV_TOKEN} or --token-file",
+            file=sys.stderr, flush=True,
+        )
     address: Address = args.address
     token: str | None = args.token
     if not token and not args.insecure_no_auth:
@@ -199,12 +263,15 @@ async def serve_main(args: argparse.Namespace) -> int:
             token=token,
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,
-            allowed_commands=args.allow,
+            allowed_origins=args.allow_origin or (),
+            # --allow-cp alone is an allow-list too: nothing but the copy commands.
+            allowed_commands=args.allow or ([] if args.allow_cp else None),
+            allow_copy=args.allow_cp,
             backend=backend,
             close_timeout=args.close_timeout,
         )
         remote = RemoteServer(config, backend)
-        server = Server(token, remote.app, ssl_context, args.close_timeout)
+        server = Server(token, remote, ssl_context, args.close_timeout)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
@@ -215,6 +282,10 @@ async def serve_main(args: argparse.Namespace) -> int:
                         )
                     )
                     port = listeners[0].socket.getsockname()[1]
+                    if not token:
+                        where = f"{address.host}:{port}"
+                        print(f"muxstream serve: warning: {no_auth_warning(where)}",
+                              file=sys.stderr, flush=True)
                     scheme = "tls" if ssl_context else "tcp"
                     print(
                         f"muxstream serve: listening on {address.host}:{port} ({scheme}; "

@@ -11,6 +11,13 @@ service"):
   strings would return at once on a length mismatch, leaking the token's length.
   Any ``str`` is accepted (non-ASCII, lone surrogates, empty): a malformed header
   is a mismatch, never an exception.
+* :func:`browser_refusal`: a web page can make a browser connect to a
+  loopback server (``new WebSocket("ws://127.0.0.1:7000/...")``) and a DNS
+  rebinding can make one send any ``Host``. Browsers always send ``Origin`` on
+  WebSocket handshakes and cross-site requests; kubectl and the Python clients
+  never do. So a request with an ``Origin`` is refused unless that origin is
+  explicitly allowed, in every auth mode; without authentication, the ``Host``
+  must also name this machine's loopback (an IP literal cannot be rebound).
 * :func:`exposure_problem`: serving beyond loopback without authentication is
   always refused; serving beyond loopback without TLS is refused unless the
   caller opts out explicitly (``insecure_no_tls``), because a bearer token sent
@@ -22,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 #: Characters a token may contain: visible ASCII, as RFC 6750's b64token and
@@ -91,3 +99,64 @@ def exposure_problem(
     if not tls and not insecure_no_tls:
         return "tls"
     return None
+
+
+def _host_name(host: str) -> str:
+    """The host part of a ``Host`` header value (port and IPv6 brackets removed)."""
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        port_ok = not rest or (rest[:1] == ":" and rest[1:].isdigit())
+        return name if bracket and port_ok else host
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isascii() and port.isdigit() and ":" not in name else host
+
+
+def is_local_host_header(host: str) -> bool:
+    """Whether a ``Host`` header value names loopback: ``localhost`` or a loopback
+    IP literal (127.0.0.0/8, ``[::1]``), with or without a port.
+
+    A DNS name other than ``localhost`` is not: DNS rebinding makes any name
+    resolve to 127.0.0.1 after the browser's same-origin check.
+    """
+    name = _host_name(host.strip())
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def browser_refusal(
+    origins: Sequence[str],
+    hosts: Sequence[str],
+    *,
+    allowed_origins: Collection[str],
+    no_auth: bool,
+) -> str | None:
+    """Why a request with these ``Origin`` and ``Host`` header values is refused
+    (answer 403), or None.
+
+    ``origins``/``hosts`` are every value of the header (usually zero or one).
+    Refused: any ``Origin`` not in ``allowed_origins`` (compared without case and
+    a trailing ``/``; ``null`` is an origin like any other), more than one
+    ``Origin``; with ``no_auth``, a missing, repeated or non-loopback ``Host``.
+    """
+    allowed = {_normal_origin(o) for o in allowed_origins}
+    if len(origins) > 1:
+        return "more than one Origin header"
+    if origins and _normal_origin(origins[0]) not in allowed:
+        return f"Origin {origins[0][:200]!r} is not allowed (see --allow-origin)"
+    if no_auth:
+        if len(hosts) != 1:
+            return "a request without authentication needs exactly one Host header"
+        if not is_local_host_header(hosts[0]):
+            return (
+                f"Host {hosts[0][:200]!r} is not loopback; without authentication only "
+                "localhost and loopback addresses are served (DNS rebinding)"
+            )
+    return None
+
+
+def _normal_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()

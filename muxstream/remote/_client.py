@@ -50,12 +50,17 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class RemoteError(Exception):
-    """The endpoint refused the request (HTTP status and the Status message)."""
+    """The endpoint refused the request (HTTP status and the Status message).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``reason`` is the Status document's reason (``"Forbidden"``, ``"NotFound"``...),
+    empty when the answer was not a Status.
+    """
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,14 @@ class RemoteEndpoint:
 
 def _refusal(refused: UpgradeRefused) -> RemoteError:
     message = refused.body.decode("utf-8", "replace").strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        message = json.loads(refused.body)["message"]
-    return RemoteError(refused.status, message or f"HTTP {refused.status} {refused.reason}")
+    reason = ""
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        document = json.loads(refused.body)
+        reason = str(document.get("reason") or "")
+        message = document["message"]
+    return RemoteError(
+        refused.status, message or f"HTTP {refused.status} {refused.reason}", reason
+    )
 
 
 async def upgrade(
@@ -366,6 +376,10 @@ def exec_target(
     ):
         if flag:
             query.append((name, "true"))
+        elif name == "stdout":
+            # Said explicitly: an absent stdout reads as true on some servers
+            # (ours, for kubectl's sake), which would then send output back.
+            query.append((name, "false"))
     return endpoint.path(pod, "attach" if attach else "exec") + "?" + urlencode(query)
 
 

@@ -228,6 +228,14 @@ class KubeApi:
             },
         }
 
+    def _pod_not_found(self, pod: str) -> ApiResponse:
+        # Name what is served: a kubectl user who typed another name learns the right one.
+        served = ", ".join(f"{self.namespace}/{name}" for name in self.pods)
+        return ApiResponse(
+            404,
+            status_body(404, "NotFound", f'pods "{pod}" not found (this server serves {served})'),
+        )
+
     def parse_subresource(self, target: str) -> SubresourceRequest | ApiResponse | None:
         """Classify a request target.
 
@@ -243,7 +251,7 @@ class KubeApi:
             return None
         namespace, pod = parts[3], parts[5]
         if namespace != self.namespace or pod not in self.pods:
-            return ApiResponse(404, status_body(404, "NotFound", f'pods "{pod}" not found'))
+            return self._pod_not_found(pod)
         query = parse_qs(split.query, keep_blank_values=True)
         if parts[6] != "portforward":
             # No container named: the pod's default (first) one, as the API server does.
@@ -284,7 +292,7 @@ class KubeApi:
             namespace, pod = unquote(parts[3]), unquote(parts[5])
             if namespace == self.namespace and pod in self.pods:
                 return _json(self.pod_object(pod))
-            return ApiResponse(404, status_body(404, "NotFound", f'pods "{pod}" not found'))
+            return self._pod_not_found(pod)
         if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
             items = (
                 [self.pod_object(p) for p in self.pods]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 
 import trio
 
@@ -58,21 +59,61 @@ async def _apply_resizes(source: trio.abc.ReceiveStream, handle: ProcessHandle) 
                 await handle.resize(size.width, size.height)
 
 
-async def _copy_output(
-    source: trio.abc.ReceiveStream,
-    sink: trio.abc.SendStream | None,
-    on_sink_broken: trio.Event,
-) -> None:
-    """Copy until EOF. If the sink breaks, keep draining (a blocked writer would
-    never exit) and signal the caller."""
-    while chunk := await source.receive_some(COPY_SIZE):
-        if sink is None:
-            continue
-        try:
-            await sink.send_all(chunk)
-        except _GONE:
-            sink = None
-            on_sink_broken.set()
+#: Seconds the output pipes may stay silent after the command exited before we
+#: stop reading them. Its process group is killed at exit, so what still holds
+#: a pipe open left the group on purpose (setsid); what the command wrote is
+#: already in the pipe and reads at once.
+DRAIN_AFTER_EXIT_IDLE = 1.0
+
+
+class _OutputCopy:
+    """Copies one output pipe to its sink until EOF. If the sink breaks, keeps
+    draining (a blocked writer would never exit) and signals the caller. Once
+    the command has exited (:meth:`leader_exited`), a pipe that stays silent for
+    DRAIN_AFTER_EXIT_IDLE, or whose sink is gone, is abandoned."""
+
+    def __init__(
+        self,
+        source: trio.abc.ReceiveStream,
+        sink: trio.abc.SendStream | None,
+        on_sink_broken: trio.Event,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._on_sink_broken = on_sink_broken
+        self._scope: trio.CancelScope | None = None
+        self._exited = False
+
+    def leader_exited(self) -> None:
+        self._exited = True
+        if self._scope is not None:
+            self._scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT_IDLE
+
+    async def run(self) -> None:
+        while True:
+            deadline = trio.current_time() + DRAIN_AFTER_EXIT_IDLE if self._exited else math.inf
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._scope = scope
+                chunk = await self._source.receive_some(COPY_SIZE)
+            self._scope = None
+            if scope.cancelled_caught:
+                logger.warning(
+                    "an output pipe is still open %.0f s after the command exited "
+                    "(held by a process outside its group); no longer reading it",
+                    DRAIN_AFTER_EXIT_IDLE,
+                )
+                return
+            if not chunk:
+                return
+            if self._sink is None:
+                if self._exited:
+                    return  # nobody to deliver to, and the command is gone
+                continue
+            try:
+                await self._sink.send_all(chunk)
+            except _GONE:
+                self._sink = None
+                self._on_sink_broken.set()
 
 
 async def pump_process(
@@ -88,8 +129,10 @@ async def pump_process(
 
     Returns the exit code once the process has exited **and** its stdout and
     stderr have been read to EOF and written to the sinks, so no output is
-    lost. The sinks are not closed here. If ``client_gone`` fires (or an output
-    sink breaks) the process is killed. Cancellation kills the process too.
+    lost. When the process exits, ``handle.kill()`` ends what it left behind
+    (its process group), so a background child cannot hold the session open.
+    The sinks are not closed here. If ``client_gone`` fires (or an output sink
+    breaks) the process is killed. Cancellation kills the process too.
     """
     if client_gone is None:
         client_gone = trio.Event()
@@ -109,12 +152,21 @@ async def pump_process(
                 handle.kill()
 
             nursery.start_soon(watch)
+            copies = [
+                _OutputCopy(source, sink, client_gone)
+                for source, sink in ((handle.stdout, stdout), (handle.stderr, stderr))
+                if source is not None
+            ]
             async with trio.open_nursery() as outputs:
-                if handle.stdout is not None:
-                    outputs.start_soon(_copy_output, handle.stdout, stdout, client_gone)
-                if handle.stderr is not None:
-                    outputs.start_soon(_copy_output, handle.stderr, stderr, client_gone)
+                for copy in copies:
+                    outputs.start_soon(copy.run)
                 code = await handle.wait()
+                # The session's command is over: end whatever it left running in
+                # its group (a backgrounded child would hold the pipes, and the
+                # connection, until it exits), then read what the pipes hold.
+                handle.kill()
+                for copy in copies:
+                    copy.leader_exited()
             nursery.cancel_scope.cancel()
         return code
     except BaseException:

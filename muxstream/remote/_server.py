@@ -7,7 +7,8 @@ otherwise, refuses to listen beyond loopback without TLS (unless
 (SHA-256 digests compared in constant time, ``_auth``) or a verified TLS client
 certificate, and answers 401/403/400 before any process starts or any upgrade
 happens. Commands run without a shell (argv as given, no expansion);
-``allowed_commands`` restricts argv[0]; ``allowed_ports`` restricts
+``allowed_commands`` restricts argv[0] (``allow_copy`` adds the exact argv
+shapes cp needs, ``_allow``); ``allowed_ports`` restricts
 port-forward targets. kubectl only sends bearer tokens over TLS, so serving
 kubectl with a token means serving TLS.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -24,7 +26,9 @@ from typing import Any
 import trio
 
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
-from ._auth import bearer_token_matches, exposure_problem, validate_token
+from ..transport._connections import current_peer
+from ._allow import allow_list_problem, command_refusal
+from ._auth import bearer_token_matches, browser_refusal, exposure_problem, validate_token
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
@@ -60,7 +64,17 @@ class RemoteServerConfig:
       insecure_no_tls: let :func:`serve_remote` listen beyond loopback without
         TLS (tokens then cross the network in clear text: only behind something
         that encrypts, such as a TLS-terminating proxy or a VPN).
-      allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
+      allowed_origins: the ``Origin`` values (``scheme://host[:port]``) of web
+        pages allowed to use this server; any other request carrying an
+        ``Origin`` is refused (403), whatever the auth mode. kubectl and the
+        Python clients send none; browsers always do.
+      allowed_commands: if set, exec is refused (403) unless argv[0] is listed
+        (with any arguments). ``tar`` and ``find`` cannot be listed (ValueError):
+        their options run other commands; use ``allow_copy``.
+      allow_copy: with ``allowed_commands``, also admit exactly the argv shapes
+        that ``muxstream cp`` and ``kubectl cp`` send (tar, find, sha256sum...
+        with checked operands; see docs/security.md), so copies work under an
+        allow-list without allowing those programs in general.
       allowed_ports: if set, port-forward is refused unless the port is listed.
       backend: runs the commands; a :class:`LocalBackend` by default.
       api: the fake Kubernetes API (pods and containers kubectl may address).
@@ -71,7 +85,9 @@ class RemoteServerConfig:
     client_certs: bool = False
     insecure_no_auth: bool = False
     insecure_no_tls: bool = False
+    allowed_origins: Collection[str] = ()
     allowed_commands: Collection[str] | None = None
+    allow_copy: bool = False
     allowed_ports: Collection[int] | None = None
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
@@ -89,6 +105,9 @@ class RemoteServerConfig:
             )
         if self.token is not None:
             validate_token(self.token)
+        problem = allow_list_problem(self.allowed_commands)
+        if problem is not None:
+            raise ValueError(f"{problem}; for cp under an allow-list, set allow_copy=True")
 
 
 def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
@@ -101,6 +120,37 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
         # counts): refuse rather than pick one.
         return len(values) == 1 and bearer_token_matches(config.token, values[0])
     return False
+
+
+def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResponse | None:
+    """The 403 for a request a web page may have made (``_auth.browser_refusal``),
+    logged in one line; None if the request may go on to authentication."""
+    problem = browser_refusal(
+        request.headers.get_all("origin"),
+        request.headers.get_all("host"),
+        allowed_origins=config.allowed_origins,
+        no_auth=config.insecure_no_auth,
+    )
+    if problem is None:
+        return None
+    logger.warning(
+        "refused %s %s from %s: %s", request.method, request.path, current_peer(), problem
+    )
+    return ApiResponse(403, status_body(403, "Forbidden", problem))
+
+
+def no_auth_warning(where: str) -> str:
+    """The one line said at start-up when a server runs without authentication."""
+    try:
+        import pwd
+
+        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    except (ImportError, KeyError):
+        user = "this user"
+    return (
+        f"no authentication on {where}: every local user (and every program on this "
+        f"machine) can run commands as {user} through it"
+    )
 
 
 async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
@@ -130,6 +180,10 @@ class RemoteServer:
 
     async def app(self, request: HTTPRequest) -> None:
         """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
+        refusal = request_refusal(self.config, request)
+        if refusal is not None:
+            await _answer(request, refusal)
+            return
         if not _authorized(self.config, request):
             logger.info("refused unauthenticated %s %s", request.method, request.target)
             await _answer(
@@ -168,13 +222,12 @@ class RemoteServer:
                 return ApiResponse(
                     400, status_body(400, "BadRequest", "you must specify at least 1 command")
                 )
-            allowed = self.config.allowed_commands
-            if allowed is not None and command[0] not in allowed:
-                logger.warning("refused command %r", command)
-                return ApiResponse(
-                    403,
-                    status_body(403, "Forbidden", f"command {command[0]!r} is not allowed"),
-                )
+            reason = command_refusal(
+                command, self.config.allowed_commands, allow_copy=self.config.allow_copy
+            )
+            if reason is not None:
+                logger.warning("refused command %r: %s", command, reason)
+                return ApiResponse(403, status_body(403, "Forbidden", reason))
         if target.kind == "portforward" and self.config.allowed_ports is not None:
             ports = target.ports()
             if any(p not in self.config.allowed_ports for p in ports):
@@ -286,6 +339,8 @@ async def serve_remote(
         ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
     ):
         raise ValueError("client_certs=True needs an ssl_context with verify_mode=CERT_REQUIRED")
+    if config.insecure_no_auth:
+        logger.warning("%s", no_auth_warning(f"{host}:{port}"))
     async with contextlib.AsyncExitStack() as stack:
         backend = config.backend
         if backend is None:

@@ -1,4 +1,8 @@
-"""Helpers that users' tests and ours share: session pairs over memory or TCP."""
+"""Helpers that users' tests and ours share: session pairs over memory or TCP, a
+session started in your own nursery, and a raw far end driven frame by frame.
+
+See docs/testing.md.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 import trio
 import trio.testing
 
-from .._session import CLIENT, SERVER, Session, open_session
+from .._session import CLIENT, SERVER, Session, open_session, start_session
+from ._raw_peer import RawPeer
 
 
 @asynccontextmanager
@@ -52,4 +57,4 @@ async def open_tcp_transport_pair() -> tuple[trio.SocketStream, trio.SocketStrea
     return client, server
 
 
-__all__ = ["open_session_pair", "open_tcp_transport_pair"]
+__all__ = ["RawPeer", "open_session_pair", "open_tcp_transport_pair", "start_session"]

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import h11
 import trio
 
+from ._connections import ConnectionInfo, peer_name, set_current_connection
 from ._errors import HandshakeError
 from ._headers import HeadersLike, HTTPHeaders, negotiate_protocol
 from ._http import (
@@ -497,6 +498,7 @@ async def serve_http(
     """
 
     async def handler(stream: trio.SocketStream) -> None:
+        set_current_connection(ConnectionInfo(peer_name(stream)))
         transport: trio.abc.Stream = stream
         if ssl_context is not None:
             try:

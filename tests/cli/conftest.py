@@ -130,7 +130,8 @@ def free_port() -> int:
 
 
 class CuttingProxy:
-    """A TCP proxy that forwards ``limit`` bytes one way, then resets both sides.
+    """A TCP proxy that forwards ``limit`` bytes one way, then resets both sides
+    (or, with ``stall``, stops forwarding that way and holds the connection).
 
     ``limit`` counts client->server bytes, or server->client with ``downstream``.
 
@@ -138,10 +139,13 @@ class CuttingProxy:
     closed gracefully, both sockets are aborted with RST.
     """
 
-    def __init__(self, upstream_port: int, limit: int, *, downstream: bool = False) -> None:
+    def __init__(
+        self, upstream_port: int, limit: int, *, downstream: bool = False, stall: bool = False
+    ) -> None:
         self.upstream_port = upstream_port
         self.downstream = downstream
         self.limit = limit
+        self.stall = stall
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.cut = threading.Event()
@@ -166,6 +170,9 @@ class CuttingProxy:
         try:
             while data := src.recv(65536):
                 if counted and forwarded + len(data) > self.limit:
+                    if self.stall:  # a link that hangs: stop forwarding, close nothing
+                        self.cut.set()
+                        return
                     self._abort(src, dst)
                     return
                 dst.sendall(data)

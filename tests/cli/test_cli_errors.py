@@ -16,10 +16,12 @@ from .conftest import (
 )
 
 
-def assert_one_line_error(result: object, command: str, *needles: str) -> str:
+def assert_one_line_error(
+    result: object, command: str, *needles: str, status: int = 1
+) -> str:
     returncode = result.returncode  # type: ignore[attr-defined]
     stderr = result.stderr.decode()  # type: ignore[attr-defined]
-    assert returncode == 1, stderr
+    assert returncode == status, stderr
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -44,7 +46,7 @@ def test_unresolvable_host_is_one_line() -> None:
 
 def test_malformed_address_is_a_one_line_usage_error() -> None:
     result = muxstream("echo", "-a", "localhost:http", env=cli_env())
-    assert_one_line_error(result, "echo", "bad address")
+    assert_one_line_error(result, "echo", "bad address", status=2)
 
 
 def test_bad_token_is_one_line_on_every_transport(server: Served) -> None:

@@ -9,65 +9,23 @@ from typing import Any
 
 import trio
 
-from muxstream.protocol._constants import Flag, GoAwayStatus, SettingsId
-from muxstream.protocol._frames import (
+from muxstream.protocol import (
     DataFrame,
-    Frame,
-    FrameDecoder,
+    Flag,
     GoAwayFrame,
+    GoAwayStatus,
+    Headers,
     PingFrame,
     SettingsEntry,
     SettingsFrame,
+    SettingsId,
     SynReplyFrame,
     SynStreamFrame,
     WindowUpdateFrame,
-    encode_frame,
 )
-from muxstream.protocol._headers import HeaderCompressor, HeaderDecompressor, Headers
+from muxstream.testing import RawPeer
 
 TIMEOUT = 30
-
-
-class RawPeer:
-    """Frames over a trio stream, with this side's zlib contexts; no session logic."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.compressor = HeaderCompressor()
-        self.decoder = FrameDecoder(HeaderDecompressor())
-        self.data: dict[int, bytearray] = {}
-
-    async def send(self, *frames: Frame) -> None:
-        await self.stream.send_all(b"".join(encode_frame(f, self.compressor) for f in frames))
-
-    async def next_frame(self) -> Frame | None:
-        """The next frame (DATA reassembled into ``self.data`` and returned whole);
-        None at EOF or when the peer resets the connection."""
-        pieces: list[bytes] = []
-        while True:
-            frame = self.decoder.next_frame()
-            if frame is None:
-                try:
-                    chunk = await self.stream.receive_some(65536)
-                except trio.BrokenResourceError:  # RST: Go closed with our bytes unread
-                    return None
-                if not chunk:
-                    return None
-                self.decoder.receive(chunk)
-                continue
-            if isinstance(frame, DataFrame):
-                self.data.setdefault(frame.stream_id, bytearray()).extend(frame.data)
-                pieces.append(frame.data)
-                if frame.partial:
-                    continue
-                return DataFrame(frame.stream_id, b"".join(pieces), frame.flags)
-            return frame
-
-    async def frames_until_eof(self) -> list[Frame]:
-        frames = []
-        while (frame := await self.next_frame()) is not None:
-            frames.append(frame)
-        return frames
 
 
 async def test_spdystream_stops_reading_and_writing_at_goaway(spdypeer: Any) -> None:
@@ -81,7 +39,7 @@ async def test_spdystream_stops_reading_and_writing_at_goaway(spdypeer: Any) -> 
                                 "-read-delay", "0") as go:
             port = await go.listening_port()
             raw = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
-            async with raw.stream:
+            async with raw.transport:
                 await raw.send(SynStreamFrame(1, Headers({"streamtype": "data"})),
                                DataFrame(1, b"before-goaway"))
                 # Wait for the reply: a SYN_STREAM that arrives together with a GOAWAY
@@ -111,7 +69,7 @@ async def test_spdystream_drops_data_that_precedes_its_syn_reply(spdypeer: Any) 
             raw = RawPeer(await listeners[0].accept())
             for listener in listeners:
                 await listener.aclose()
-            async with raw.stream:
+            async with raw.transport:
                 while (frame := await raw.next_frame()) is not None:
                     if isinstance(frame, SynStreamFrame):
                         sid = frame.stream_id
@@ -140,7 +98,7 @@ async def test_spdystream_ignores_settings_and_window_update(spdypeer: Any) -> N
                                 "-read-delay", "0") as go:
             port = await go.listening_port()
             raw = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
-            async with raw.stream:
+            async with raw.transport:
                 await raw.send(
                     SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 1 << 20),)),
                     WindowUpdateFrame(0, 1 << 30),
@@ -176,7 +134,7 @@ async def test_spdystream_echoes_only_pings_of_the_other_parity(spdypeer: Any) -
                                 "-read-delay", "0") as go:
             port = await go.listening_port()
             raw = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
-            async with raw.stream:
+            async with raw.transport:
                 await raw.send(SynStreamFrame(1, Headers({"streamtype": "data"}), Flag.FIN),
                                *(PingFrame(i) for i in sent))
                 echoed: list[int] = []
@@ -185,7 +143,7 @@ async def test_spdystream_echoes_only_pings_of_the_other_parity(spdypeer: Any) -
                     assert frame is not None, "connection ended early"
                     if isinstance(frame, PingFrame):
                         echoed.append(frame.ping_id)
-                await raw.stream.send_eof()  # ends the consumer's session
+                await raw.transport.send_eof()  # ends the consumer's session
                 rest = await raw.frames_until_eof()
             await go.read_event("done")
             await go.wait()

@@ -18,7 +18,6 @@ from muxstream.protocol import (
     Event,
     Flag,
     Frame,
-    FrameDecoder,
     GoAwayFrame,
     GoAwayReceived,
     GoAwayStatus,
@@ -45,45 +44,23 @@ from muxstream.protocol import (
     SynStreamFrame,
     UnknownControlFrame,
     WindowUpdateFrame,
-    encode_frame,
 )
+from muxstream.testing import RawPeer
 
 # --- helpers -------------------------------------------------------------------
-
-
-class RawPeer:
-    """A peer driven frame by frame: what it writes is exactly what the test says."""
-
-    def __init__(self) -> None:
-        self.compressor = HeaderCompressor()
-        self.decoder = FrameDecoder()
-
-    def bytes_of(self, *frames: Frame) -> bytes:
-        return b"".join(encode_frame(f, self.compressor) for f in frames)
-
-    def send(self, conn: Connection, *frames: Frame) -> list[Event]:
-        return conn.receive_data(self.bytes_of(*frames))
-
-    def read(self, conn: Connection) -> list[Frame]:
-        """Decode everything ``conn`` queued, joining DATA pieces."""
-        self.decoder.receive(conn.data_to_send())
-        out: list[Frame] = []
-        while (frame := self.decoder.next_frame()) is not None:
-            out.append(frame)
-        return out
 
 
 def client_with_raw_server(**options: object) -> tuple[Connection, RawPeer]:
     conn = Connection(Role.CLIENT, **options)  # type: ignore[arg-type]
     peer = RawPeer()
-    peer.read(conn)  # the announcement
+    peer.receive_from(conn)  # the announcement
     return conn, peer
 
 
 def server_with_raw_client(**options: object) -> tuple[Connection, RawPeer]:
     conn = Connection(Role.SERVER, **options)  # type: ignore[arg-type]
     peer = RawPeer()
-    peer.read(conn)
+    peer.receive_from(conn)
     return conn, peer
 
 
@@ -112,10 +89,10 @@ def open_replied_stream(client: Connection, server: Connection, **kw: object) ->
 
 def peer_stream(conn: Connection, peer: RawPeer, sid: int = 1, flags: Flag = Flag.NONE) -> int:
     """The raw client opens stream ``sid`` on the server ``conn``, which replies."""
-    events = peer.send(conn, SynStreamFrame(sid, Headers({"a": "b"}), flags))
+    events = peer.send_to(conn, SynStreamFrame(sid, Headers({"a": "b"}), flags))
     assert isinstance(events[0], StreamOpened)
     conn.send_reply(sid)
-    peer.read(conn)
+    peer.receive_from(conn)
     return sid
 
 
@@ -240,7 +217,7 @@ def test_frames_crossing_our_reset_are_dropped_silently() -> None:
     # the server's DATA was already on the wire when our RST left
     assert deliver(server, client) == []
     # only our own RST goes out: the late DATA is not answered with another one
-    assert RawPeer().read(client) == [RstStreamFrame(sid, RstStatus.CANCEL)]
+    assert RawPeer().receive_from(client) == [RstStreamFrame(sid, RstStatus.CANCEL)]
 
 
 # --- illegal local actions ------------------------------------------------------------
@@ -354,13 +331,13 @@ def expect_stream_error(
     conn: Connection, peer: RawPeer, frames: list[Frame], sid: int, status: RstStatus
 ) -> RemoteProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
-        peer.send(conn, *frames)
+        peer.send_to(conn, *frames)
     exc = info.value
     assert not exc.fatal
     assert exc.stream_id == sid
     assert exc.rst_status == status
     assert exc.goaway_status is None
-    assert RstStreamFrame(sid, status) in peer.read(conn)
+    assert RstStreamFrame(sid, status) in peer.receive_from(conn)
     assert conn.terminated is None
     return exc
 
@@ -379,7 +356,7 @@ def expect_session_error(
     assert exc.fatal
     assert exc.goaway_status == status
     assert conn.terminated is exc
-    frames = peer.read(conn)
+    frames = peer.receive_from(conn)
     assert frames[-1] == GoAwayFrame(last_good, status)
     # nothing more is accepted
     with pytest.raises(RemoteProtocolError):
@@ -398,7 +375,7 @@ def test_data_on_a_closed_stream_is_stream_already_closed() -> None:
     conn, peer = server_with_raw_client()
     sid = peer_stream(conn, peer, 1, Flag.FIN)
     conn.end_stream(sid)
-    peer.read(conn)
+    peer.receive_from(conn)
     assert conn.stream_state(sid) is StreamState.CLOSED
     expect_stream_error(conn, peer, [DataFrame(sid, b"x")], sid, RstStatus.STREAM_ALREADY_CLOSED)
 
@@ -406,7 +383,7 @@ def test_data_on_a_closed_stream_is_stream_already_closed() -> None:
 def test_data_after_the_peers_fin_is_stream_already_closed() -> None:
     conn, peer = server_with_raw_client()
     sid = peer_stream(conn, peer)
-    assert peer.send(conn, DataFrame(sid, b"end", Flag.FIN)) == [
+    assert peer.send_to(conn, DataFrame(sid, b"end", Flag.FIN)) == [
         DataReceived(sid, b"end"),
         StreamEnded(sid),
     ]
@@ -432,24 +409,24 @@ def test_syn_stream_with_a_decreasing_id_is_a_session_error() -> None:
     conn, peer = server_with_raw_client()
     peer_stream(conn, peer, 5)
     conn.reset_stream(5)
-    peer.read(conn)
-    expect_session_error(conn, peer, peer.bytes_of(SynStreamFrame(3, Headers())), last_good=5)
+    peer.receive_from(conn)
+    expect_session_error(conn, peer, peer.encode(SynStreamFrame(3, Headers())), last_good=5)
 
 
 @pytest.mark.parametrize("role", [Role.CLIENT, Role.SERVER])
 def test_syn_stream_with_our_parity_is_a_session_error(role: Role) -> None:
     conn = Connection(role)
     peer = RawPeer()
-    peer.read(conn)
+    peer.receive_from(conn)
     own_parity = 1 if role is Role.CLIENT else 2
-    expect_session_error(conn, peer, peer.bytes_of(SynStreamFrame(own_parity, Headers())))
+    expect_session_error(conn, peer, peer.encode(SynStreamFrame(own_parity, Headers())))
 
 
 def test_duplicate_or_misdirected_syn_reply_is_stream_in_use() -> None:
     conn, peer = client_with_raw_server()
     sid = conn.open_stream()
-    peer.read(conn)
-    assert peer.send(conn, SynReplyFrame(sid, Headers())) == [ReplyReceived(sid, Headers())]
+    peer.receive_from(conn)
+    assert peer.send_to(conn, SynReplyFrame(sid, Headers())) == [ReplyReceived(sid, Headers())]
     expect_stream_error(conn, peer, [SynReplyFrame(sid, Headers())], sid, RstStatus.STREAM_IN_USE)
 
     conn, peer = server_with_raw_client()
@@ -465,11 +442,11 @@ def test_syn_reply_for_a_stream_we_never_opened_is_invalid_stream() -> None:
 
 def test_data_beyond_the_stream_window_from_a_flow_controlled_peer() -> None:
     conn, peer = server_with_raw_client(initial_window=1000)
-    peer.send(conn, SettingsFrame())  # any frame; flow control is announced by the next one
-    peer.send(conn, WindowUpdateFrame(0, 1))
+    peer.send_to(conn, SettingsFrame())  # any frame; flow control is announced by the next one
+    peer.send_to(conn, WindowUpdateFrame(0, 1))
     assert conn.peer_flow_control
     sid = peer_stream(conn, peer)
-    assert peer.send(conn, DataFrame(sid, b"x" * 1000)) == [DataReceived(sid, b"x" * 1000)]
+    assert peer.send_to(conn, DataFrame(sid, b"x" * 1000)) == [DataReceived(sid, b"x" * 1000)]
     expect_stream_error(conn, peer, [DataFrame(sid, b"y")], sid, RstStatus.FLOW_CONTROL_ERROR)
 
 
@@ -477,13 +454,13 @@ def test_data_beyond_the_session_window_from_a_flow_controlled_peer() -> None:
     # A session window below the SPDY default is not announced (it cannot shrink),
     # so the limit is the 64 KiB default; two streams share it.
     conn, peer = server_with_raw_client(initial_window=1 << 20, session_window=65536)
-    peer.send(conn, WindowUpdateFrame(0, 1))
+    peer.send_to(conn, WindowUpdateFrame(0, 1))
     a = peer_stream(conn, peer, 1)
     b = peer_stream(conn, peer, 3)
-    peer.send(conn, DataFrame(a, b"x" * 40000))
-    peer.send(conn, DataFrame(b, b"x" * 25536))
+    peer.send_to(conn, DataFrame(a, b"x" * 40000))
+    peer.send_to(conn, DataFrame(b, b"x" * 25536))
     assert conn.our_session_window == 0
-    expect_session_error(conn, peer, peer.bytes_of(DataFrame(a, b"!")), last_good=3)
+    expect_session_error(conn, peer, peer.encode(DataFrame(a, b"!")), last_good=3)
 
 
 def test_stream_window_overflow_is_flow_control_error() -> None:
@@ -496,7 +473,7 @@ def test_stream_window_overflow_is_flow_control_error() -> None:
 
 def test_session_window_overflow_is_a_session_error() -> None:
     conn, peer = server_with_raw_client()
-    expect_session_error(conn, peer, peer.bytes_of(WindowUpdateFrame(0, MAX_STREAM_ID)))
+    expect_session_error(conn, peer, peer.encode(WindowUpdateFrame(0, MAX_STREAM_ID)))
 
 
 def test_zero_window_update_is_an_error() -> None:
@@ -561,27 +538,27 @@ def test_oversized_control_frame_is_refused_before_it_is_buffered() -> None:
 def test_oversized_data_frame_is_frame_too_large_and_skipped() -> None:
     conn, peer = server_with_raw_client(max_data_frame=1024)
     sid = peer_stream(conn, peer)
-    wire = peer.bytes_of(DataFrame(sid, b"x" * 2000), PingFrame(9))
+    wire = peer.encode(DataFrame(sid, b"x" * 2000), PingFrame(9))
     with pytest.raises(RemoteProtocolError) as info:
         conn.receive_data(wire)
     assert info.value.rst_status == RstStatus.FRAME_TOO_LARGE
     assert not info.value.fatal
     # the payload is skipped, and parsing resumes with the next frame
     assert conn.receive_data(b"") == [PingReceived(9)]
-    assert RstStreamFrame(sid, RstStatus.FRAME_TOO_LARGE) in peer.read(conn)
+    assert RstStreamFrame(sid, RstStatus.FRAME_TOO_LARGE) in peer.receive_from(conn)
 
 
 def test_unknown_control_frames_are_ignored() -> None:
     conn, peer = client_with_raw_server()
-    assert peer.send(conn, UnknownControlFrame(0xFF, 0, b"?" * 10), PingFrame(2)) == [
+    assert peer.send_to(conn, UnknownControlFrame(0xFF, 0, b"?" * 10), PingFrame(2)) == [
         PingReceived(2)
     ]
 
 
 def test_rst_and_window_update_for_closed_streams_are_ignored() -> None:
     conn, peer = server_with_raw_client()
-    assert peer.send(conn, RstStreamFrame(7, RstStatus.CANCEL), WindowUpdateFrame(7, 5)) == []
-    assert peer.read(conn) == []
+    assert peer.send_to(conn, RstStreamFrame(7, RstStatus.CANCEL), WindowUpdateFrame(7, 5)) == []
+    assert peer.receive_from(conn) == []
 
 
 def test_a_fatal_error_drops_queued_data_and_sends_goaway_with_the_last_good_id() -> None:
@@ -599,7 +576,7 @@ def test_a_fatal_error_drops_queued_data_and_sends_goaway_with_the_last_good_id(
 def test_events_before_a_stream_error_ride_on_the_exception_and_parsing_resumes() -> None:
     conn, peer = server_with_raw_client()
     sid = peer_stream(conn, peer)
-    wire = peer.bytes_of(
+    wire = peer.encode(
         DataFrame(sid, b"before"),
         DataFrame(99, b"nobody"),  # unknown stream: RST INVALID_STREAM
         DataFrame(sid, b"after"),
@@ -617,7 +594,7 @@ def test_events_before_a_stream_error_ride_on_the_exception_and_parsing_resumes(
     assert info.value.stream_id == 101
     assert conn.receive_data(b"") == [DataReceived(sid, b"end"), StreamEnded(sid)]
     assert conn.receive_data(b"") == []
-    frames = peer.read(conn)
+    frames = peer.receive_from(conn)
     assert RstStreamFrame(99, RstStatus.INVALID_STREAM) in frames
     assert RstStreamFrame(101, RstStatus.INVALID_STREAM) in frames
     assert PingFrame(5) in frames
@@ -626,22 +603,22 @@ def test_events_before_a_stream_error_ride_on_the_exception_and_parsing_resumes(
 def test_the_rest_of_a_bad_data_frame_is_dropped_quietly() -> None:
     # A DATA frame on an unknown stream arriving in pieces: one RST, one error.
     conn, peer = server_with_raw_client()
-    wire = peer.bytes_of(DataFrame(5, b"z" * 100), PingFrame(3))
+    wire = peer.encode(DataFrame(5, b"z" * 100), PingFrame(3))
     with pytest.raises(RemoteProtocolError):
         conn.receive_data(wire[:20])
     assert conn.receive_data(b"") == []
     assert conn.receive_data(wire[20:]) == [PingReceived(3)]
-    assert [f for f in peer.read(conn) if isinstance(f, RstStreamFrame)] == [
+    assert [f for f in peer.receive_from(conn) if isinstance(f, RstStreamFrame)] == [
         RstStreamFrame(5, RstStatus.INVALID_STREAM)
     ]
 
 
 def test_new_bytes_may_follow_an_error_without_an_empty_call() -> None:
     conn, peer = server_with_raw_client()
-    wire = peer.bytes_of(DataFrame(5, b"z"), PingFrame(3))
+    wire = peer.encode(DataFrame(5, b"z"), PingFrame(3))
     with pytest.raises(RemoteProtocolError):
         conn.receive_data(wire)
-    assert conn.receive_data(peer.bytes_of(PingFrame(5))) == [PingReceived(3), PingReceived(5)]
+    assert conn.receive_data(peer.encode(PingFrame(5))) == [PingReceived(3), PingReceived(5)]
 
 
 # --- pings -----------------------------------------------------------------------------------
@@ -661,17 +638,17 @@ def test_peer_pings_are_echoed_and_ours_matched() -> None:
 
 def test_unsolicited_echoes_of_our_parity_are_ignored() -> None:
     conn, peer = client_with_raw_server()
-    assert peer.send(conn, PingFrame(7)) == []  # odd: ours, but we never sent 7
-    assert peer.read(conn) == []
+    assert peer.send_to(conn, PingFrame(7)) == []  # odd: ours, but we never sent 7
+    assert peer.receive_from(conn) == []
     pid = conn.ping()
-    peer.read(conn)
-    assert peer.send(conn, PingFrame(pid), PingFrame(pid)) == [PingAcked(pid)]
+    peer.receive_from(conn)
+    assert peer.send_to(conn, PingFrame(pid), PingFrame(pid)) == [PingAcked(pid)]
 
 
 def test_server_ignores_even_pings_it_did_not_send() -> None:
     conn, peer = server_with_raw_client()
-    assert peer.send(conn, PingFrame(2), PingFrame(3)) == [PingReceived(3)]
-    assert peer.read(conn) == [PingFrame(3)]
+    assert peer.send_to(conn, PingFrame(2), PingFrame(3)) == [PingReceived(3)]
+    assert peer.receive_from(conn) == [PingFrame(3)]
 
 
 # --- GOAWAY ------------------------------------------------------------------------------------
@@ -682,7 +659,7 @@ def test_goaway_carries_the_last_stream_we_accepted() -> None:
     a = open_replied_stream(client, server)
     b = open_replied_stream(client, server)
     server.go_away()
-    assert RawPeer().read(server) == [GoAwayFrame(b, GoAwayStatus.OK)]
+    assert RawPeer().receive_from(server) == [GoAwayFrame(b, GoAwayStatus.OK)]
     assert server.goaway_sent
     del a
 
@@ -690,9 +667,9 @@ def test_goaway_carries_the_last_stream_we_accepted() -> None:
 def test_goaway_resets_our_unreplied_streams_above_the_last_good_id() -> None:
     conn, peer = client_with_raw_server()
     s1, s3, s5, s7 = (conn.open_stream() for _ in range(4))
-    peer.read(conn)
-    peer.send(conn, SynReplyFrame(s1, Headers()), SynReplyFrame(s7, Headers()))
-    events = peer.send(conn, GoAwayFrame(s3, GoAwayStatus.OK))
+    peer.receive_from(conn)
+    peer.send_to(conn, SynReplyFrame(s1, Headers()), SynReplyFrame(s7, Headers()))
+    events = peer.send_to(conn, GoAwayFrame(s3, GoAwayStatus.OK))
     assert events == [
         GoAwayReceived(s3, GoAwayStatus.OK),
         StreamReset(s5, RstStatus.REFUSED_STREAM, remote=True),
@@ -710,32 +687,32 @@ def test_streams_opened_after_our_goaway_are_refused() -> None:
     conn, peer = server_with_raw_client()
     peer_stream(conn, peer, 1)
     conn.go_away()
-    assert peer.read(conn) == [GoAwayFrame(1, GoAwayStatus.OK)]
-    assert peer.send(conn, SynStreamFrame(3, Headers())) == []
-    assert peer.read(conn) == [RstStreamFrame(3, RstStatus.REFUSED_STREAM)]
+    assert peer.receive_from(conn) == [GoAwayFrame(1, GoAwayStatus.OK)]
+    assert peer.send_to(conn, SynStreamFrame(3, Headers())) == []
+    assert peer.receive_from(conn) == [RstStreamFrame(3, RstStatus.REFUSED_STREAM)]
     assert conn.last_good_peer_stream_id == 1
     # frames on the refused stream that were in flight are dropped quietly
-    assert peer.send(conn, DataFrame(3, b"late")) == []
+    assert peer.send_to(conn, DataFrame(3, b"late")) == []
     # the stream that was accepted goes on
-    assert peer.send(conn, DataFrame(1, b"ok")) == [DataReceived(1, b"ok")]
+    assert peer.send_to(conn, DataFrame(1, b"ok")) == [DataReceived(1, b"ok")]
 
 
 def test_go_away_is_idempotent() -> None:
     conn, peer = server_with_raw_client()
     conn.go_away()
     conn.go_away(GoAwayStatus.INTERNAL_ERROR)
-    assert peer.read(conn) == [GoAwayFrame(0, GoAwayStatus.OK)]
+    assert peer.receive_from(conn) == [GoAwayFrame(0, GoAwayStatus.OK)]
 
 
 def test_streams_beyond_max_concurrent_streams_are_refused() -> None:
     conn, peer = server_with_raw_client(max_concurrent_streams=2)
     peer_stream(conn, peer, 1)
     peer_stream(conn, peer, 3)
-    assert peer.send(conn, SynStreamFrame(5, Headers())) == []
-    assert peer.read(conn) == [RstStreamFrame(5, RstStatus.REFUSED_STREAM)]
+    assert peer.send_to(conn, SynStreamFrame(5, Headers())) == []
+    assert peer.receive_from(conn) == [RstStreamFrame(5, RstStatus.REFUSED_STREAM)]
     conn.reset_stream(1)
-    peer.read(conn)
-    assert isinstance(peer.send(conn, SynStreamFrame(7, Headers()))[0], StreamOpened)
+    peer.receive_from(conn)
+    assert isinstance(peer.send_to(conn, SynStreamFrame(7, Headers()))[0], StreamOpened)
 
 
 def test_peer_max_concurrent_streams_is_reported() -> None:
@@ -747,7 +724,7 @@ def test_peer_max_concurrent_streams_is_reported() -> None:
 
 def test_settings_are_reported_and_remembered() -> None:
     conn, peer = client_with_raw_server()
-    assert peer.send(conn, SettingsFrame()) == [SettingsReceived({})]
+    assert peer.send_to(conn, SettingsFrame()) == [SettingsReceived({})]
     assert not conn.peer_flow_control  # SETTINGS without a window announce nothing
 
 
@@ -769,7 +746,7 @@ def test_reply_or_headers_on_stream_0_is_a_session_error(role: Role, ftype: int)
     # encoder refused it, raising LocalProtocolError out of data_to_send.)
     conn = Connection(role)
     peer = RawPeer()
-    peer.read(conn)
+    peer.receive_from(conn)
     block = HeaderCompressor().compress(Headers())
     expect_session_error(conn, peer, control(ftype, bytes(4) + block))
 
@@ -810,21 +787,21 @@ def test_connection_specific_headers_are_refused_locally(name: str) -> None:
 
 def test_ping_echoes_queued_beyond_the_limit_are_a_session_error() -> None:
     conn, peer = server_with_raw_client(max_queued_answers=10)
-    flood = peer.bytes_of(*(PingFrame(2 * i + 1) for i in range(11)))
+    flood = peer.encode(*(PingFrame(2 * i + 1) for i in range(11)))
     with pytest.raises(RemoteProtocolError) as info:
         conn.receive_data(flood)
     assert info.value.fatal
     assert len(info.value.events) == 11
-    assert peer.read(conn)[-1] == GoAwayFrame(0, GoAwayStatus.PROTOCOL_ERROR)
+    assert peer.receive_from(conn)[-1] == GoAwayFrame(0, GoAwayStatus.PROTOCOL_ERROR)
 
 
 def test_handing_out_the_answers_resets_the_count() -> None:
     conn, peer = server_with_raw_client(max_queued_answers=10)
     for round_ in range(5):
         pings = [PingFrame(2 * (10 * round_ + i) + 1) for i in range(10)]
-        assert len(peer.send(conn, *pings)) == 10
+        assert len(peer.send_to(conn, *pings)) == 10
         assert conn.queued_answers == 10
-        assert peer.read(conn) == pings
+        assert peer.receive_from(conn) == pings
         assert conn.queued_answers == 0
 
 
@@ -832,10 +809,10 @@ def test_resets_answering_the_peer_count_as_answers() -> None:
     conn, peer = server_with_raw_client(max_queued_answers=3)
     for sid in (1, 3, 5):
         with pytest.raises(RemoteProtocolError):
-            peer.send(conn, DataFrame(sid, b"?"))
+            peer.send_to(conn, DataFrame(sid, b"?"))
     assert conn.queued_answers == 3
     with pytest.raises(RemoteProtocolError) as info:
-        peer.send(conn, DataFrame(7, b"?"))
+        peer.send_to(conn, DataFrame(7, b"?"))
     assert info.value.fatal
 
 

@@ -20,10 +20,8 @@ from muxstream.protocol import (
     Flag,
     FlowControlError,
     Frame,
-    FrameDecoder,
     GoAwayFrame,
     GoAwayStatus,
-    HeaderCompressor,
     Headers,
     PingFrame,
     RemoteProtocolError,
@@ -40,37 +38,11 @@ from muxstream.protocol import (
     SynStreamFrame,
     WindowUpdated,
     WindowUpdateFrame,
-    encode_frame,
 )
+from muxstream.testing import RawPeer
 
 KiB = 1024
 MiB = 1024 * 1024
-
-
-class RawPeer:
-    def __init__(self) -> None:
-        self.compressor = HeaderCompressor()
-        self.decoder = FrameDecoder()
-
-    def send(self, conn: Connection, *frames: Frame) -> list[Event]:
-        return conn.receive_data(b"".join(encode_frame(f, self.compressor) for f in frames))
-
-    def read_bytes(self, data: bytes) -> list[Frame]:
-        self.decoder.receive(data)
-        out: list[Frame] = []
-        while (frame := self.decoder.next_frame()) is not None:
-            if isinstance(frame, DataFrame) and out and isinstance(out[-1], DataFrame):
-                prev = out[-1]
-                if prev.partial and prev.stream_id == frame.stream_id:
-                    out[-1] = DataFrame(
-                        frame.stream_id, prev.data + frame.data, frame.flags, frame.partial
-                    )
-                    continue
-            out.append(frame)
-        return out
-
-    def read(self, conn: Connection) -> list[Frame]:
-        return self.read_bytes(conn.data_to_send())
 
 
 def deliver(src: Connection, dst: Connection) -> list[Event]:
@@ -121,7 +93,7 @@ def test_a_session_window_at_the_default_is_announced_by_settings_alone() -> Non
         session_window=SPDY_DEFAULT_WINDOW,
         max_concurrent_streams=7,
     )
-    assert RawPeer().read(conn) == [
+    assert RawPeer().receive_from(conn) == [
         SettingsFrame(
             (
                 SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 5000),
@@ -167,13 +139,13 @@ def test_window_update_credit_follows_acknowledge_received_data() -> None:
     deliver(client, server)
     # credit is returned once a quarter of the window is owed, not per byte
     server.acknowledge_received_data(sid, 25 * KiB - 1)
-    assert RawPeer().read(server) == []
+    assert RawPeer().receive_from(server) == []
     server.acknowledge_received_data(sid, 1)
-    assert RawPeer().read(server) == [WindowUpdateFrame(sid, 25 * KiB)]
+    assert RawPeer().receive_from(server) == [WindowUpdateFrame(sid, 25 * KiB)]
     assert server.our_window(sid) == 25 * KiB
     server.acknowledge_received_data(sid, 75 * KiB)
     update = server.data_to_send()
-    assert RawPeer().read_bytes(update) == [WindowUpdateFrame(sid, 75 * KiB)]
+    assert RawPeer().decode(update) == [WindowUpdateFrame(sid, 75 * KiB)]
     assert client.receive_data(update) == [WindowUpdated(sid, 75 * KiB)]
     assert client.sendable(sid) == 75 * KiB
 
@@ -187,7 +159,7 @@ def test_session_window_is_credited_separately() -> None:
     assert client.sendable(b) == 100 * KiB
     deliver(client, server)
     server.acknowledge_received_data(a, 100 * KiB)
-    frames = RawPeer().read(server)
+    frames = RawPeer().receive_from(server)
     assert WindowUpdateFrame(0, 100 * KiB) in frames
 
 
@@ -198,23 +170,24 @@ def test_no_stream_credit_after_the_peers_fin() -> None:
     deliver(client, server)
     server.acknowledge_received_data(sid, 4 * KiB)
     assert all(
-        not isinstance(f, WindowUpdateFrame) or f.stream_id == 0 for f in RawPeer().read(server)
+        not isinstance(f, WindowUpdateFrame) or f.stream_id == 0
+        for f in RawPeer().receive_from(server)
     )
 
 
 def test_settings_initial_window_size_adjusts_open_streams() -> None:
     conn = Connection(Role.CLIENT)
     peer = RawPeer()
-    peer.read(conn)
-    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 10000),)))
-    peer.send(conn, WindowUpdateFrame(0, 10 * MiB))
+    peer.receive_from(conn)
+    peer.send_to(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 10000),)))
+    peer.send_to(conn, WindowUpdateFrame(0, 10 * MiB))
     sid = conn.open_stream()
-    peer.send(conn, SynReplyFrame(sid, Headers()))
+    peer.send_to(conn, SynReplyFrame(sid, Headers()))
     conn.send_data(sid, b"x" * 4000)
     assert conn.sendable(sid) == 6000
-    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 20000),)))
+    peer.send_to(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 20000),)))
     assert conn.sendable(sid) == 16000
-    peer.send(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 1000),)))
+    peer.send_to(conn, SettingsFrame((SettingsEntry(SettingsId.INITIAL_WINDOW_SIZE, 1000),)))
     assert conn.sendable(sid) == 0  # the window is now negative: -3000
     later = conn.open_stream()
     assert conn.sendable(later) == 1000
@@ -240,27 +213,27 @@ def test_a_stalled_stream_does_not_stall_the_others() -> None:
 def test_a_peer_that_never_announced_never_stalls_our_sender() -> None:
     conn = Connection(Role.CLIENT, initial_window=64 * KiB)
     peer = RawPeer()  # like Go spdystream: no SETTINGS, no WINDOW_UPDATE
-    peer.read(conn)
+    peer.receive_from(conn)
     sid = conn.open_stream()
-    peer.send(conn, SynReplyFrame(sid, Headers()))
+    peer.send_to(conn, SynReplyFrame(sid, Headers()))
     assert not conn.peer_flow_control
     total = 0
     for _ in range(16):
         assert conn.sendable(sid) == MAX_WINDOW
         conn.send_data(sid, b"x" * MiB)
-        total += sum(len(f.data) for f in peer.read(conn) if isinstance(f, DataFrame))
+        total += sum(len(f.data) for f in peer.receive_from(conn) if isinstance(f, DataFrame))
     assert total == 16 * MiB
 
 
 def test_we_accept_data_beyond_our_window_from_a_peer_that_never_announced() -> None:
     conn = Connection(Role.SERVER, initial_window=16 * KiB, session_window=SPDY_DEFAULT_WINDOW)
     peer = RawPeer()
-    peer.read(conn)
-    peer.send(conn, SynStreamFrame(1, Headers()))
+    peer.receive_from(conn)
+    peer.send_to(conn, SynStreamFrame(1, Headers()))
     conn.send_reply(1)
     total = 0
     for _ in range(64):  # 4 MiB on a 16 KiB window and a 64 KiB session, no credit
-        total += received(peer.send(conn, DataFrame(1, b"y" * 64 * KiB)))
+        total += received(peer.send_to(conn, DataFrame(1, b"y" * 64 * KiB)))
     assert total == 4 * MiB
 
 
@@ -301,33 +274,33 @@ def stalled_sender() -> tuple[Connection, RawPeer, int]:
     """A server (1 MiB stream windows) with DATA queued on stream 1 (opened, replied)."""
     conn = Connection(Role.SERVER, initial_window=1 << 20)
     peer = RawPeer()
-    peer.read(conn)
-    peer.send(conn, SynStreamFrame(1, Headers()), SynStreamFrame(3, Headers()))
+    peer.receive_from(conn)
+    peer.send_to(conn, SynStreamFrame(1, Headers()), SynStreamFrame(3, Headers()))
     conn.send_reply(1)
     conn.send_reply(3)
-    peer.read(conn)
+    peer.receive_from(conn)
     conn.send_data(1, b"d" * 1000)
     return conn, peer, 1
 
 
 def test_ping_echo_leaves_before_queued_data() -> None:
     conn, peer, sid = stalled_sender()
-    peer.send(conn, PingFrame(7))
-    assert peer.read(conn) == [PingFrame(7), DataFrame(sid, b"d" * 1000)]
+    peer.send_to(conn, PingFrame(7))
+    assert peer.receive_from(conn) == [PingFrame(7), DataFrame(sid, b"d" * 1000)]
 
 
 def test_our_ping_leaves_before_queued_data() -> None:
     conn, peer, sid = stalled_sender()
     pid = conn.ping()
-    assert peer.read(conn) == [PingFrame(pid), DataFrame(sid, b"d" * 1000)]
+    assert peer.receive_from(conn) == [PingFrame(pid), DataFrame(sid, b"d" * 1000)]
 
 
 def test_window_update_leaves_before_queued_data() -> None:
     conn, peer, sid = stalled_sender()
-    peer.send(conn, WindowUpdateFrame(0, 1))  # the peer announces flow control
-    peer.send(conn, DataFrame(3, b"u" * 300 * KiB))
+    peer.send_to(conn, WindowUpdateFrame(0, 1))  # the peer announces flow control
+    peer.send_to(conn, DataFrame(3, b"u" * 300 * KiB))
     conn.acknowledge_received_data(3, 300 * KiB)
-    frames = peer.read(conn)
+    frames = peer.receive_from(conn)
     assert frames[0] == WindowUpdateFrame(3, 300 * KiB)
     assert frames[-1] == DataFrame(sid, b"d" * 1000)
 
@@ -335,20 +308,21 @@ def test_window_update_leaves_before_queued_data() -> None:
 def test_rst_of_another_stream_leaves_before_queued_data() -> None:
     conn, peer, sid = stalled_sender()
     conn.reset_stream(3, RstStatus.CANCEL)
-    assert peer.read(conn) == [RstStreamFrame(3, RstStatus.CANCEL), DataFrame(sid, b"d" * 1000)]
+    assert peer.receive_from(conn) == [RstStreamFrame(3, RstStatus.CANCEL),
+                                       DataFrame(sid, b"d" * 1000)]
 
 
 def test_graceful_goaway_stays_behind_queued_data() -> None:
     # spdystream stops reading at GOAWAY: anything after it would be lost
     conn, peer, sid = stalled_sender()
     conn.go_away()
-    assert peer.read(conn) == [DataFrame(sid, b"d" * 1000), GoAwayFrame(3, GoAwayStatus.OK)]
+    assert peer.receive_from(conn) == [DataFrame(sid, b"d" * 1000), GoAwayFrame(3, GoAwayStatus.OK)]
 
 
 def test_urgent_goaway_goes_first() -> None:
     conn, peer, sid = stalled_sender()
     conn.go_away(GoAwayStatus.INTERNAL_ERROR, urgent=True)
-    assert peer.read(conn) == [
+    assert peer.receive_from(conn) == [
         GoAwayFrame(3, GoAwayStatus.INTERNAL_ERROR),
         DataFrame(sid, b"d" * 1000),
     ]
@@ -358,7 +332,7 @@ def test_ordered_reset_follows_the_streams_data_and_fin() -> None:
     conn, peer, sid = stalled_sender()
     conn.end_stream(sid)
     conn.reset_stream(sid, RstStatus.CANCEL, ordered=True)
-    assert peer.read(conn) == [
+    assert peer.receive_from(conn) == [
         DataFrame(sid, b"d" * 1000, Flag.FIN),  # FIN rides on the queued DATA
         RstStreamFrame(sid, RstStatus.CANCEL),
     ]
@@ -374,10 +348,10 @@ def test_buffers_to_send_bounds_ordered_bytes_but_not_urgent_ones() -> None:
     # every urgent frame, then at least one ordered entry (a DATA frame is two
     # buffers, header and payload, that are never separated)
     assert len(first) == 3
-    assert peer.read_bytes(bytes(first[0])) == [PingFrame(2)]
+    assert peer.decode(bytes(first[0])) == [PingFrame(2)]
     rest = b"".join(bytes(b) for b in conn.buffers_to_send())
     assert conn.ordered_bytes == 0 and not conn.has_data_to_send
-    data = peer.read_bytes(b"".join(bytes(b) for b in first[1:]) + rest)
+    data = peer.decode(b"".join(bytes(b) for b in first[1:]) + rest)
     assert b"".join(f.data for f in data if isinstance(f, DataFrame)) == (
         b"d" * 1000 + b"e" * 300 * KiB
     )
@@ -408,7 +382,7 @@ def test_an_abortive_reset_discards_the_streams_queued_frames() -> None:
     before = conn.ordered_bytes
     conn.reset_stream(sid, RstStatus.CANCEL)
     assert conn.ordered_bytes == before - (8 + 1000)  # its DATA went; HEADERS counted 0
-    frames = peer.read(conn)
+    frames = peer.receive_from(conn)
     assert frames == [RstStreamFrame(sid, RstStatus.CANCEL), DataFrame(3, b"k" * 500)]
     assert conn.ordered_bytes == 0
 
@@ -427,28 +401,28 @@ def test_a_muxstream_peer_sees_no_protocol_error_after_our_abortive_reset() -> N
 def test_a_peers_reset_discards_our_queued_frames_for_that_stream() -> None:
     conn, peer, sid = stalled_sender()
     conn.send_data(3, b"k" * 10)
-    peer.send(conn, RstStreamFrame(sid, RstStatus.CANCEL))
+    peer.send_to(conn, RstStreamFrame(sid, RstStatus.CANCEL))
     assert conn.ordered_bytes == 8 + 10
-    assert peer.read(conn) == [DataFrame(3, b"k" * 10)]
+    assert peer.receive_from(conn) == [DataFrame(3, b"k" * 10)]
 
 
 def test_a_stream_error_discards_our_queued_frames_for_that_stream() -> None:
     conn, peer, sid = stalled_sender()
-    peer.send(conn, DataFrame(1, b"end", Flag.FIN))
+    peer.send_to(conn, DataFrame(1, b"end", Flag.FIN))
     with pytest.raises(RemoteProtocolError):
-        peer.send(conn, DataFrame(1, b"after fin"))
-    assert peer.read(conn) == [RstStreamFrame(sid, RstStatus.STREAM_ALREADY_CLOSED)]
+        peer.send_to(conn, DataFrame(1, b"after fin"))
+    assert peer.receive_from(conn) == [RstStreamFrame(sid, RstStatus.STREAM_ALREADY_CLOSED)]
 
 
 def test_goaway_discards_queued_frames_of_the_streams_it_refuses() -> None:
     conn = Connection(Role.CLIENT)
     peer = RawPeer()
-    peer.read(conn)
+    peer.receive_from(conn)
     sid = conn.open_stream()
     conn.send_data(sid, b"early")  # before the reply: allowed on our own stream
-    events = peer.send(conn, GoAwayFrame(0, GoAwayStatus.OK))
+    events = peer.send_to(conn, GoAwayFrame(0, GoAwayStatus.OK))
     assert StreamReset(sid, RstStatus.REFUSED_STREAM, remote=True) in events
-    assert frames_for(peer.read(conn), sid) == [SynStreamFrame(sid, Headers({}))]
+    assert frames_for(peer.receive_from(conn), sid) == [SynStreamFrame(sid, Headers({}))]
 
 
 def test_ordered_bytes_track_what_is_queued_exactly() -> None:
@@ -463,7 +437,7 @@ def test_ordered_bytes_track_what_is_queued_exactly() -> None:
     assert conn.ordered_bytes == 8 + 10 + 16
     conn.buffers_to_send(1)
     assert conn.ordered_bytes == 16
-    peer.read(conn)
+    peer.receive_from(conn)
     assert conn.ordered_bytes == 0
 
 

@@ -12,23 +12,19 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import trio
 
 import muxstream
-from muxstream import SERVER, Session, SessionOptions
+from muxstream import SERVER, Session
 from muxstream.protocol import (
     SPDY3_DICTIONARY,
-    Event,
-    Frame,
-    FrameDecoder,
-    HeaderCompressor,
     Headers,
     PingFrame,
+    SynStreamFrame,
     encode_frame,
 )
-from muxstream.testing import open_tcp_transport_pair
+from muxstream.testing import RawPeer, open_tcp_transport_pair, start_session
 
 NO_KEEPALIVE = {"keepalive_interval": None}
 
@@ -38,42 +34,9 @@ def env_int(name: str, ci_default: int) -> int:
     return int(os.environ.get(name, str(ci_default)))
 
 
-@dataclass
-class RawPeer:
-    """The client end of a session, driven by hand over a real socket.
-
-    ``decoder`` parses what the session sends without any state checks, so a
-    peer that breaks the protocol can still see every answer (RST, GOAWAY, PING).
-    """
-
-    transport: trio.abc.Stream
-    compressor: HeaderCompressor = field(default_factory=HeaderCompressor)
-    decoder: FrameDecoder = field(default_factory=FrameDecoder)
-    frames: list[Frame] = field(default_factory=list)
-
-    async def send(self, data: bytes) -> None:
-        await self.transport.send_all(data)
-
-    def syn_stream(self, stream_id: int, headers: Headers | None = None, flags: int = 0) -> bytes:
-        """A SYN_STREAM whose header block continues this peer's zlib stream."""
-        block = self.compressor.compress(headers or Headers())
-        payload = struct.pack(">IIBB", stream_id, 0, 0, 0) + block
-        return struct.pack(">II", 0x80030001, (flags << 24) | len(payload)) + payload
-
-    async def read_frames(self, max_bytes: int = 1 << 20) -> list[Frame] | None:
-        """Decode the next chunk of what the session wrote; None at EOF."""
-        try:
-            data = await self.transport.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
-        if not data:
-            return None
-        self.decoder.receive(data)
-        out: list[Frame] = []
-        while (frame := self.decoder.next_frame()) is not None:
-            out.append(frame)
-        self.frames += out
-        return out
+def syn_stream(peer: RawPeer, stream_id: int, headers: Headers | None = None) -> bytes:
+    """A SYN_STREAM whose header block continues ``peer``'s zlib stream."""
+    return peer.encode(SynStreamFrame(stream_id, headers or Headers()))
 
 
 def data_frame(stream_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -104,9 +67,7 @@ async def start_session_with_raw_peer(
 ) -> tuple[Session, RawPeer]:
     """A SERVER session over real TCP, started in ``nursery``, and its raw peer."""
     ours, theirs = await open_tcp_transport_pair()
-    session = Session(ours, SERVER, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
-    session._start(nursery)
-    return session, RawPeer(theirs)
+    return start_session(nursery, ours, role=SERVER, **{**NO_KEEPALIVE, **options}), RawPeer(theirs)
 
 
 class PeakMemory:
@@ -155,7 +116,6 @@ def task_count() -> int:
 
 __all__ = [
     "NO_KEEPALIVE",
-    "Event",
     "RawPeer",
     "bomb_block",
     "data_frame",
@@ -164,6 +124,7 @@ __all__ = [
     "open_fds",
     "ping_frame",
     "start_session_with_raw_peer",
+    "syn_stream",
     "task_count",
     "traced_peak",
     "window_update",

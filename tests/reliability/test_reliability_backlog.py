@@ -9,8 +9,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from muxstream import SERVER, Session, SessionOptions
+from muxstream import SERVER, SessionOptions
 from muxstream.protocol import Connection, Role, RstStatus, StreamReset
+from muxstream.testing import start_session
 
 BIG = "a" * 200_000  # 200 KB of header value, a few hundred bytes compressed
 
@@ -27,8 +28,7 @@ async def test_big_headers_fill_the_backlog_by_bytes_and_are_refused() -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             a, b = trio.testing.memory_stream_pair()
-            session = Session(a, SERVER, SessionOptions(keepalive_interval=None))
-            session._start(nursery)
+            session = start_session(nursery, a, role=SERVER, keepalive_interval=None)
             peer = Connection(Role.CLIENT)
             events: list[object] = []
             nursery.start_soon(_pump, peer, b, events)
@@ -44,7 +44,9 @@ async def test_big_headers_fill_the_backlog_by_bytes_and_are_refused() -> None:
             await trio.testing.wait_all_tasks_blocked()
             # 1 MiB / 200 KB: 5 streams wait for accept(), the other 15 are refused.
             assert refused() == set(ids[5:])
-            assert session._backlog_bytes <= SessionOptions().accept_backlog_bytes
+            assert session.statistics().streams_waiting == 5
+            waiting = session.statistics().waiting_header_bytes
+            assert waiting <= SessionOptions().accept_backlog_bytes
             first = await session.accept()
             assert first.stream_id == ids[0]
             # accept() made room for one more.
@@ -54,7 +56,7 @@ async def test_big_headers_fill_the_backlog_by_bytes_and_are_refused() -> None:
             assert extra not in refused()
             for expected in [*ids[1:5], extra]:
                 assert (await session.accept()).stream_id == expected
-            assert session._backlog_bytes == 0
+            assert session.statistics().waiting_header_bytes == 0
             nursery.cancel_scope.cancel()
 
 
@@ -62,9 +64,8 @@ async def test_one_stream_is_let_in_whatever_its_headers_size() -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             a, b = trio.testing.memory_stream_pair()
-            session = Session(a, SERVER, SessionOptions(keepalive_interval=None,
-                                                        accept_backlog_bytes=1000))
-            session._start(nursery)
+            session = start_session(nursery, a, role=SERVER, keepalive_interval=None,
+                                    accept_backlog_bytes=1000)
             peer = Connection(Role.CLIENT)
             events: list[object] = []
             nursery.start_soon(_pump, peer, b, events)

@@ -26,8 +26,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 
 import muxstream
-from muxstream import SERVER, Session, SessionOptions
+from muxstream import SERVER, Session
 from muxstream.protocol import HeaderCompressor, Headers, ProtocolError
+from muxstream.testing import start_session
 
 EXAMPLES = int(os.environ.get("MUXSTREAM_FUZZ_EXAMPLES", "150"))
 
@@ -111,9 +112,8 @@ async def _run(script: list[bytes], cuts: list[int], eof: bool) -> None:
     wire = b"".join(script)
     with trio.fail_after(600):  # virtual seconds: the autojump clock runs the timers
         async with trio.open_nursery() as nursery:
-            session = Session(a, SERVER, SessionOptions(keepalive_interval=30, ping_timeout=10,
-                                                        close_timeout=20))
-            session._start(nursery)
+            session = start_session(nursery, a, role=SERVER, keepalive_interval=30,
+                                    ping_timeout=10, close_timeout=20)
 
             async def peer() -> None:
                 try:

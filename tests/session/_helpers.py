@@ -5,9 +5,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from muxstream import CLIENT, Session, SessionOptions
-from muxstream.protocol import Connection, Role
-from muxstream.protocol._frames import DataFrame, FrameDecoder
+from muxstream import CLIENT, Session
+from muxstream.protocol import Connection, DataFrame, Role
+from muxstream.testing import RawPeer, start_session
 
 NO_KEEPALIVE = {"keepalive_interval": None}
 
@@ -15,9 +15,17 @@ NO_KEEPALIVE = {"keepalive_interval": None}
 def start_client(nursery: trio.Nursery, **options: object) -> tuple[Session, trio.abc.Stream]:
     """A client session over a memory stream, started; and the far end's transport."""
     a, b = trio.testing.memory_stream_pair()
-    session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
-    session._start(nursery)
-    return session, b
+    return start_session(nursery, a, role=CLIENT, **{**NO_KEEPALIVE, **options}), b
+
+
+def raw_server(transport: trio.abc.Stream, **options: int) -> RawPeer:
+    """The far end as a hand-driven server :class:`~muxstream.protocol.Connection`."""
+    return RawPeer(transport, connection=Connection(Role.SERVER, **options))  # type: ignore[arg-type]
+
+
+def data_frames(peer: RawPeer) -> list[DataFrame]:
+    """The DATA frames ``peer`` has read, in order."""
+    return [f for f in peer.frames if isinstance(f, DataFrame)]
 
 
 async def echo_each_stream(server: Session, *, reverse: bool = False) -> None:
@@ -28,43 +36,3 @@ async def echo_each_stream(server: Session, *, reverse: bool = False) -> None:
         assert stream.eof_received
         await stream.send_all(data[::-1] if reverse else data, eof=True)
         await stream.aclose()
-
-
-class RawPeer:
-    """The far end driven by hand with the sans-IO connection; it also keeps
-    every DATA frame it read, as decoded from the wire (``frames``)."""
-
-    def __init__(self, transport: trio.abc.Stream, **options: int) -> None:
-        self.transport = transport
-        self.conn = Connection(Role.SERVER, **options)
-        self.decoder = FrameDecoder()
-        self.frames: list[DataFrame] = []
-        self.events: list[object] = []
-
-    async def read(self) -> None:
-        """Read once: record the DATA frames, feed the connection."""
-        data = await self.transport.receive_some()
-        assert data, "the session closed the transport"
-        self.decoder.receive(data)
-        while (frame := self.decoder.next_frame()) is not None:
-            if isinstance(frame, DataFrame):
-                self.frames.append(frame)
-        self.events += self.conn.receive_data(data)
-
-    async def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            await self.transport.send_all(data)
-
-    async def pump(self) -> None:
-        """Read once and send whatever the connection answers."""
-        await self.read()
-        await self.flush()
-
-    async def read_until(self, kind: type) -> object:
-        while True:
-            for ev in self.events:
-                if isinstance(ev, kind):
-                    self.events.remove(ev)
-                    return ev
-            await self.read()

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import muxstream
-from muxstream import CLIENT, SERVER, Session, SessionOptions, Stream
+from muxstream import CLIENT, SERVER, Session, Stream
 from muxstream.protocol import (
     Connection,
     DataReceived,
@@ -22,9 +22,9 @@ from muxstream.protocol import (
     StreamOpened,
     StreamReset,
 )
-from muxstream.testing import open_session_pair
+from muxstream.testing import RawPeer, open_session_pair, start_session
 
-NO_KEEPALIVE = {"keepalive_interval": None}
+from ._helpers import NO_KEEPALIVE, raw_server, start_client
 
 
 async def _echo_all(session: Session) -> None:
@@ -175,35 +175,11 @@ async def test_fin_before_close_delivers_buffered_data_then_eof() -> None:
 # --- a raw peer: a protocol Connection driven by hand over a memory stream -----------
 
 
-class RawPeer:
-    """The other end of a session, driven by hand: for misbehaving peers."""
-
-    def __init__(self, transport: trio.abc.Stream, role: Role, **kwargs: object) -> None:
-        self.transport = transport
-        self.conn = Connection(role, **kwargs)  # type: ignore[arg-type]
-        self.events: list[object] = []
-
-    async def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            await self.transport.send_all(data)
-
-    async def read_events(self) -> list[object]:
-        data = await self.transport.receive_some()
-        if not data:
-            return []
-        events = list(self.conn.receive_data(data))
-        self.events += events
-        return events
-
-
 async def _session_with_raw_peer(
     nursery: trio.Nursery, **options: object
 ) -> tuple[Session, RawPeer]:
-    a, b = trio.testing.memory_stream_pair()
-    session = Session(a, CLIENT, SessionOptions.from_kwargs({**NO_KEEPALIVE, **options}))
-    session._start(nursery)
-    return session, RawPeer(b, Role.SERVER)
+    session, b = start_client(nursery, **options)
+    return session, raw_server(b)
 
 
 async def test_malformed_frame_breaks_session_with_goaway_and_typed_error() -> None:
@@ -219,7 +195,7 @@ async def test_malformed_frame_breaks_session_with_goaway_and_typed_error() -> N
             goaways = []
             while not goaways:
                 events = await peer.read_events()
-                if not events and not peer.conn.has_data_to_send:
+                if not events and not peer.connection.has_data_to_send:
                     break
                 goaways += [e for e in events if isinstance(e, GoAwayReceived)]
             assert goaways and goaways[0].status == GoAwayStatus.PROTOCOL_ERROR
@@ -275,8 +251,7 @@ async def test_keepalive_breaks_session_when_peer_stops_answering(
 ) -> None:
     async with trio.open_nursery() as nursery:
         a, b = trio.testing.memory_stream_pair()
-        session = Session(a, CLIENT, SessionOptions(keepalive_interval=5, ping_timeout=3))
-        session._start(nursery)
+        session = start_session(nursery, a, role=CLIENT, keepalive_interval=5, ping_timeout=3)
 
         async def deaf_peer() -> None:  # reads everything, answers nothing
             while await b.receive_some():
@@ -322,10 +297,10 @@ async def test_peer_pings_are_answered_while_we_drain_on_close() -> None:
 
             nursery.start_soon(close)
             # Read until the session's FIN (GOAWAY, then EOF).
-            while await peer.read_events() or peer.conn.goaway_received is False:
+            while await peer.read_events() or peer.connection.goaway_received is False:
                 pass
-            assert peer.conn.goaway_received
-            peer.conn.ping()
+            assert peer.connection.goaway_received
+            peer.connection.ping()
             await peer.flush()  # a ping after their FIN: still read (drained) on their side
             await peer.transport.send_eof()
             await closing.wait()
@@ -392,7 +367,7 @@ async def test_goaway_from_peer_blocks_new_streams() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, peer = await _session_with_raw_peer(nursery)
-            peer.conn.go_away()
+            peer.connection.go_away()
             await peer.flush()
             await trio.testing.wait_all_tasks_blocked()
             with pytest.raises(trio.BrokenResourceError) as info:
@@ -413,14 +388,14 @@ async def test_data_from_a_spdystream_like_peer_beyond_the_window_is_accepted() 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, peer = await _session_with_raw_peer(nursery, initial_window=4096)
-            peer.conn = Connection(Role.SERVER, announce=False)
-            sid = peer.conn.open_stream({"streamtype": "stdout"})
+            peer.connection = Connection(Role.SERVER, announce=False)
+            sid = peer.connection.open_stream({"streamtype": "stdout"})
             await peer.flush()
             stream = await session.accept()
             while not any(isinstance(e, ReplyReceived) for e in await peer.read_events()):
                 pass
-            peer.conn.peer_flow_control = False  # spdystream ignores windows
-            peer.conn.send_data(sid, b"q" * 100_000, end_stream=True)
+            peer.connection.peer_flow_control = False  # spdystream ignores windows
+            peer.connection.send_data(sid, b"q" * 100_000, end_stream=True)
             await peer.flush()
             assert await stream.receive_all() == b"q" * 100_000
             assert not any(isinstance(e, DataReceived) for e in peer.events)
@@ -432,10 +407,8 @@ async def test_pings_do_not_count_as_activity_for_idle_timeout(
 ) -> None:
     async with trio.open_nursery() as nursery:
         a, b = trio.testing.memory_stream_pair()
-        pinger = Session(a, CLIENT, SessionOptions(keepalive_interval=10))
-        idler = Session(b, SERVER, SessionOptions(keepalive_interval=None, idle_timeout=60))
-        pinger._start(nursery)
-        idler._start(nursery)
+        pinger = start_session(nursery, a, role=CLIENT, keepalive_interval=10)
+        idler = start_session(nursery, b, role=SERVER, keepalive_interval=None, idle_timeout=60)
         await trio.sleep(59)
         assert not idler.closed and pinger.pings_sent >= 5
         await trio.sleep(2)

@@ -133,8 +133,7 @@ async def test_the_reply_does_not_wake_a_receiver_that_waits_for_data() -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(receiver)
                     peer = await server.accept()  # sends SYN_REPLY
-                    while not stream.reply_headers and not stream._replied:
-                        await trio.sleep(0.001)
+                    await trio.testing.wait_all_tasks_blocked()  # the reply is in
                     await trio.sleep(0.01)
                     assert steps == 1  # started and parked; the reply did not wake it
                     await peer.send_all(b"data")

@@ -20,7 +20,7 @@ from muxstream import CLIENT, Session, SessionOptions
 from muxstream.protocol import DataReceived, RstStatus, StreamOpened
 from muxstream.testing import open_session_pair, open_tcp_transport_pair
 
-from ._helpers import NO_KEEPALIVE, RawPeer, echo_each_stream, start_client
+from ._helpers import NO_KEEPALIVE, echo_each_stream, raw_server, start_client
 
 
 async def _deaf(transport: trio.abc.Stream) -> None:
@@ -49,7 +49,7 @@ async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_th
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            peer = RawPeer(b)
+            peer = raw_server(b)
             stream = await session.open_stream({"kind": "x"}, wait_reply=False)
             await stream.send_all(b"early")
             opened = await peer.read_until(StreamOpened)
@@ -58,7 +58,7 @@ async def test_reply_headers_are_empty_until_the_reply_and_wait_reply_returns_th
             data = await peer.read_until(DataReceived)
             assert isinstance(data, DataReceived) and data.data == b"early"
             assert not stream.reply_headers
-            peer.conn.send_reply(opened.stream_id, {"answer": "yes"})
+            peer.connection.send_reply(opened.stream_id, {"answer": "yes"})
             await peer.flush()
             reply = await stream.wait_reply()
             assert reply["answer"] == "yes"
@@ -70,11 +70,11 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            peer = RawPeer(b)
+            peer = raw_server(b)
             stream = await session.open_stream(wait_reply=False)
             opened = await peer.read_until(StreamOpened)
             assert isinstance(opened, StreamOpened)
-            peer.conn.reset_stream(opened.stream_id, RstStatus.REFUSED_STREAM)
+            peer.connection.reset_stream(opened.stream_id, RstStatus.REFUSED_STREAM)
             await peer.flush()
             with pytest.raises(trio.BrokenResourceError) as info:
                 await stream.receive_some()
@@ -88,7 +88,7 @@ async def test_refused_stream_surfaces_on_the_next_call() -> None:
 async def test_wait_reply_times_out_and_resets(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         session, b = start_client(nursery, open_timeout=5)
-        peer = RawPeer(b)
+        peer = raw_server(b)
         stream = await session.open_stream(wait_reply=False)
         assert trio.current_time() == 0  # no round trip waited
         with pytest.raises(muxstream.StreamOpenTimeout):
@@ -213,8 +213,7 @@ async def test_ping_timeouts_fire_on_time_in_any_order(
         assert fired == {"long": pytest.approx(30), "short": pytest.approx(3),
                          "middle": pytest.approx(12)}
         # Answered and timed-out pings leave nothing behind.
-        assert not session._pings
-        assert all(pid not in session._pings for _d, pid in session._ping_deadlines)
+        assert session.statistics().pings_outstanding == 0
         nursery.cancel_scope.cancel()
 
 

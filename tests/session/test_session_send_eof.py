@@ -13,11 +13,10 @@ import pytest
 import trio
 import trio.testing
 
-from muxstream.protocol import StreamOpened
-from muxstream.protocol._constants import Flag
+from muxstream.protocol import DataReceived, Flag, StreamOpened
 from muxstream.testing import open_session_pair
 
-from ._helpers import NO_KEEPALIVE, RawPeer, echo_each_stream, start_client
+from ._helpers import NO_KEEPALIVE, data_frames, echo_each_stream, raw_server, start_client
 
 
 async def test_send_all_with_eof_delivers_data_then_eof(make_link) -> None:  # type: ignore[no-untyped-def]
@@ -47,12 +46,12 @@ async def test_a_short_send_with_eof_is_one_data_frame_carrying_fin(payload: byt
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            wire = RawPeer(b)
+            wire = raw_server(b)
             stream = await session.open_stream(wait_reply=False)
             await stream.send_all(payload, eof=True)  # b"": the same as send_eof()
-            while not any(f.flags & Flag.FIN for f in wire.frames):
+            while not any(f.flags & Flag.FIN for f in data_frames(wire)):
                 await wire.pump()
-            assert [(f.data, f.flags) for f in wire.frames] == [(payload, Flag.FIN)]
+            assert [(f.data, f.flags) for f in data_frames(wire)] == [(payload, Flag.FIN)]
             nursery.cancel_scope.cancel()
 
 
@@ -60,7 +59,7 @@ async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             session, b = start_client(nursery)
-            wire = RawPeer(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
+            wire = raw_server(b, initial_window=64 * 1024)  # the peer's window splits 200 KiB
             payload = b"w" * (200 * 1024)
 
             async def far_end() -> None:
@@ -68,21 +67,21 @@ async def test_fin_rides_only_on_the_last_piece_when_the_window_splits_the_send(
                     await wire.pump()
                     for ev in wire.events:
                         if isinstance(ev, StreamOpened):
-                            wire.conn.send_reply(ev.stream_id)
+                            wire.connection.send_reply(ev.stream_id)
+                        elif isinstance(ev, DataReceived):
+                            # read everything at once: credit the window back
+                            wire.connection.acknowledge_received_data(ev.stream_id, len(ev.data))
                     wire.events.clear()
-                    # read everything at once: credit the window back
-                    for f in wire.frames[-1:]:
-                        wire.conn.acknowledge_received_data(f.stream_id, len(f.data))
-                    out = wire.conn.data_to_send()
+                    out = wire.connection.data_to_send()
                     if out:
                         await wire.transport.send_all(out)
 
             nursery.start_soon(far_end)
             stream = await session.open_stream()
             await stream.send_all(payload, eof=True)
-            while not any(f.flags & Flag.FIN for f in wire.frames):
+            while not any(f.flags & Flag.FIN for f in data_frames(wire)):
                 await trio.sleep(0)
-            pieces = [f for f in wire.frames if f.data or f.flags]
+            pieces = [f for f in data_frames(wire) if f.data or f.flags]
             assert b"".join(f.data for f in pieces) == payload
             assert len(pieces) > 1
             fins = [bool(f.flags & Flag.FIN) for f in pieces]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 import trio.testing
 
-from muxstream import CLIENT, SERVER, Session, SessionOptions, Stream
+from muxstream import CLIENT, SERVER, Stream
+from muxstream.testing import start_session
 
 WINDOW = 4096
 
@@ -13,11 +16,9 @@ WINDOW = 4096
 async def _stream_pair(
     nursery: trio.Nursery, link: tuple[trio.abc.Stream, trio.abc.Stream], **options: object
 ) -> tuple[Stream, Stream]:
-    opts = SessionOptions.from_kwargs({"keepalive_interval": None, **options})
-    client = Session(link[0], CLIENT, opts)
-    server = Session(link[1], SERVER, opts)
-    client._start(nursery)
-    server._start(nursery)
+    opts: dict[str, Any] = {"keepalive_interval": None, **options}
+    client = start_session(nursery, link[0], role=CLIENT, **opts)
+    server = start_session(nursery, link[1], role=SERVER, **opts)
     accepted: list[Stream] = []
 
     async def accept() -> None:
