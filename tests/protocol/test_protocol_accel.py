@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-
-import pytest
 
 import muxstream.protocol as protocol
 from muxstream.protocol import _frames
@@ -55,23 +55,35 @@ def test_the_environment_variable_forces_pure_python() -> None:
                            "pure Python: the compiled accelerator is not built"]
 
 
-def build_ext(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--build-lib", str(tmp_path / "lib"),
-         "--build-temp", str(tmp_path / "tmp")],
-        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
-    )
+def source_tree(dest: Path) -> Path:
+    """A clean copy of what a source install builds from (no built extension)."""
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO / name, dest / name)
+    shutil.copytree(REPO / "muxstream", dest / "muxstream",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    return dest
 
 
-def test_setup_builds_without_a_compiler(tmp_path: Path) -> None:
-    result = build_ext(tmp_path, CC="false", LDSHARED="false")
-    assert result.returncode == 0, result.stderr
-    assert "muxstream._speedups" in result.stdout + result.stderr  # warned about it
-    assert not list(tmp_path.rglob("_speedups*.so"))
-
-
-@pytest.mark.skipif(not os.path.exists("/usr/bin/cc"), reason="no C compiler on this machine")
-def test_setup_builds_the_extension_with_a_compiler(tmp_path: Path) -> None:
-    result = build_ext(tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert list((tmp_path / "lib" / "muxstream").glob("_speedups*.so"))
+def test_a_source_install_builds_the_extension_when_it_can_and_installs_without(
+    tmp_path: Path,
+) -> None:
+    # What `pip install` (and so scripts/setup) does with a source tree: once with
+    # the compiler this machine has, once with a compiler that always fails.
+    src = source_tree(tmp_path)
+    builds = {}
+    for name, env in (("with", {}), ("without", {"CC": "false", "LDSHARED": "false"})):
+        out = tmp_path / f"wheel-{name}"
+        builds[name] = (out, subprocess.Popen(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    contents = {}
+    for name, (out, process) in builds.items():
+        log, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, log[-3000:]
+        (wheel,) = out.glob("muxstream-*.whl")
+        contents[name] = zipfile.ZipFile(wheel).namelist()
+    assert "muxstream/_accel.py" in contents["without"]
+    assert not [n for n in contents["without"] if "_speedups" in n and n.endswith(".so")]
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert [n for n in contents["with"] if "_speedups" in n and n.endswith(".so")]
