@@ -140,11 +140,30 @@ async def test_cancelled_receive_loses_nothing(
 # -- the close path ------------------------------------------------------------------------
 
 
-class Tap(trio.abc.Stream):
-    """A transport that records what passes and can cut or corrupt the wire."""
+class Relay(trio.abc.Stream):
+    """A transport that passes everything to ``inner`` (subclasses watch or meddle)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self.inner.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Tap(Relay):
+    """A transport that can corrupt the bytes it receives."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
         self.corrupt_at: int | None = None  # flip the received byte at this offset
         self.received = 0
 
@@ -156,15 +175,6 @@ class Tap(trio.abc.Stream):
             data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
         self.received += len(data)
         return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.mark.parametrize("https_compatible", [False, True])
@@ -324,29 +334,20 @@ async def test_missing_client_certificate_fails_the_handshake(ca: trustme.CA) ->
     assert isinstance(info.value.__cause__, ssl.SSLError)
 
 
-class Gate(trio.abc.Stream):
+class Gate(Relay):
     """A transport whose large sends wait for ``opened``; it records who sent what."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.opened = trio.Event()
         self.armed = False
         self.senders: list[str] = []
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return bytes(await self.inner.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.senders.append(trio.lowlevel.current_task().name)
         if self.armed and len(data) > 100_000:
             await self.opened.wait()
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.mark.parametrize("client_sending", [False, True])
