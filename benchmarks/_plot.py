@@ -7,7 +7,8 @@ Usage::
 
 One panel per row (and unit): a bar per peer with its median, labelled with
 the figure and its ratio to the row's baseline from the same run (the peer the
-Markdown table's "ratio" column names). muxstream's bars are dark, baselines
+Markdown table's "ratio" column names), and the CPU-per-byte (or per-stream)
+ratio, which a busy machine moves less. muxstream's bars are dark, baselines
 light, and the baseline itself is outlined. Needs matplotlib (the ``bench``
 extra).
 """
@@ -66,6 +67,10 @@ def panels(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
             theirs = ref["median"].get(_HEADLINES[ref["metric"]][0])
             if theirs:
                 ratio = f"{value / theirs:.2f}x {ref.get('short', ref['key'])}"
+            for cpu in ("cpu_s_per_gib", "cpu_us_per_stream"):
+                mine, base = m["median"].get(cpu), ref["median"].get(cpu)
+                if mine and base and ref is not m:
+                    ratio += f", CPU {mine / base:.2f}x"
         panel["bars"].append({
             "label": m.get("label", m["key"]),
             "value": value,

@@ -193,7 +193,10 @@ class HeaderDecompressor:
         max_size: int = DEFAULT_MAX_HEADER_BLOCK,
         max_count: int = DEFAULT_MAX_HEADER_COUNT,
     ) -> None:
-        self._z = zlib.decompressobj(zdict=SPDY3_DICTIONARY)
+        # wbits=0: the window the peer's zlib header announces (4 KiB from a
+        # muxstream peer, 32 KiB from Go's), not always 32 KiB -- the window is
+        # most of an idle connection's inflater.
+        self._z = zlib.decompressobj(wbits=0, zdict=SPDY3_DICTIONARY)
         self.max_size = max_size
         self.max_count = max_count
 
