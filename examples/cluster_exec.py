@@ -1,6 +1,6 @@
 """Exec and copy into a pod of a real cluster, from Python, with your kubeconfig.
 
-Try it (any cluster kubectl reaches; the container needs sh and tar):
+Try it (any cluster kubectl reaches; the container needs sh, cat and tar):
 
     pip install 'muxstream[kube]'
     python examples/cluster_exec.py mypod                  # current context

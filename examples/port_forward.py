@@ -31,7 +31,7 @@ from muxstream.remote import (
     serve_remote,
 )
 
-TOKEN = "example-token"
+TOKEN = "example-token-0123456789"
 
 
 async def upper_service(stream: trio.SocketStream) -> None:

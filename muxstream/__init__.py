@@ -14,8 +14,7 @@ from ._errors import (
     StreamOpenTimeout,
     StreamResetError,
 )
-from ._session import (
-    CLIENT,
+from ._options import (
     DEFAULT_ACCEPT_BACKLOG,
     DEFAULT_ACCEPT_BACKLOG_BYTES,
     DEFAULT_CLOSE_TIMEOUT,
@@ -23,12 +22,10 @@ from ._session import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_BUFFER,
-    SERVER,
-    Session,
     SessionOptions,
     SessionStatistics,
-    open_session,
 )
+from ._session import CLIENT, SERVER, Session, open_session
 from ._stream import Stream
 from ._tcp import open_tcp_session, serve_tcp
 from .protocol import Headers, LocalProtocolError, RemoteProtocolError, Role, RstStatus

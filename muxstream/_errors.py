@@ -7,6 +7,9 @@ happened; ``trio.ClosedResourceError`` only when this side closed it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import trio
 
 
@@ -58,3 +61,27 @@ class SessionClosed(MuxstreamError):
 
 class KeepaliveTimeout(PingTimeout):
     """The keepalive PING went unanswered: the peer or the path is dead."""
+
+
+class LocalClose(MuxstreamError):
+    """Why a stream broke when this side closed the session: its calls raise
+    ``trio.ClosedResourceError``, not ``BrokenResourceError``. Never raised to users."""
+
+
+@contextmanager
+def failures_reported(
+    doing: str, fail: Callable[[BaseException], None], closed: trio.Event
+) -> Iterator[None]:
+    """Run a background task's body: background tasks never raise into user code.
+
+    A transport failure becomes :class:`ConnectionLost` (unless the transport
+    is ``closed``, which explains it), anything else is a bug; either goes to
+    ``fail``, which records it as the session's error. Cancellation passes.
+    """
+    try:
+        yield
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        if not closed.is_set():
+            fail(ConnectionLost(f"transport failed while {doing}: {exc!r}"))
+    except Exception as exc:  # a bug: still never raise into user code
+        fail(exc)

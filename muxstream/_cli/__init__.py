@@ -7,16 +7,16 @@ the remote command's status for ``exec``/``attach``, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
 from .._accel import ACCELERATOR
 from ._common import (
     DEFAULT_HOST,
+    DEFAULT_POD,
     DEFAULT_PORT,
     ENV_ADDRESS,
     ENV_TOKEN,
@@ -25,6 +25,7 @@ from ._common import (
     parse_address,
     parse_size,
     positive_int,
+    resolve_address,
     run_command,
     setup_logging,
 )
@@ -32,8 +33,6 @@ from ._common import (
 #: Exit status of a usage error (argparse's and the shell's convention), told apart
 #: from 1, a failure of the command itself.
 USAGE_ERROR = 2
-#: The pod name `muxstream serve` serves (kubectl's NAME in exec/attach/cp/port-forward).
-DEFAULT_POD = "demo"
 #: kubectl's -v levels, 0 to 10.
 VERBOSITY_LEVELS = 11
 
@@ -86,8 +85,11 @@ examples:
 examples:
   muxstream cp ./data.bin :/tmp/data.bin         # upload (pod "demo")
   muxstream cp demo:/tmp/data.bin ./copy.bin     # download
-  muxstream cp ./dir :/tmp/dir                   # directories too
-The copy is checked file by file with sha256 on both sides.""",
+  muxstream cp ./dir :/tmp/                      # into an existing directory: /tmp/dir
+  muxstream cp -c main ./data.bin default/demo:/tmp/   # kubectl's forms
+  muxstream cp --resume ./big.iso :/tmp/big.iso  # run again after a cut to continue
+Written to a temporary name beside the destination and renamed only after the
+sha256 of every file matches; a failed copy removes it (--resume keeps it).""",
     "port-forward": """\
 examples:
   muxstream port-forward 8080:8000               # local 8080 -> port 8000 on the server
@@ -96,7 +98,8 @@ examples:
 examples:
   muxstream bench                                # spawns a local server, 256 MiB
   muxstream bench --size 1G --json
-  muxstream bench --no-spawn -a 10.0.0.2:7000    # against a running server
+  muxstream bench -a 10.0.0.2:7000               # measures your server there
+It says on stderr which server it measures.
 The full benchmark suite lives in a checkout of the repository:
 python benchmarks/run.py --quick (see docs/performance.md).""",
     "demo": """\
@@ -107,8 +110,30 @@ examples:
 }
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    from ..remote._kubeapi import parse_port_range
+
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2, docs/cli.md)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "address") and not hasattr(parsed, "address_source"):
+            # -a, else MUXSTREAM_ADDRESS, else the default; where it came from is
+            # kept for error messages (and bench: an address given means yours).
+            try:
+                resolve_address(parsed)
+            except argparse.ArgumentTypeError as exc:
+                self.error(str(exc))
+        return parsed, rest
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -172,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "serve", "serve sessions, exec/attach/cp/port-forward and kubectl")
     p.add_argument(
-        "-a", "--address", type=parse_address,
-        default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
-        help=f"listen on HOST:PORT (default {DEFAULT_HOST}:{DEFAULT_PORT}; port 0 picks one)",
+        "-a", "--address", type=parse_address, default=None,
+        help=f"listen on HOST:PORT (env {ENV_ADDRESS}; default {DEFAULT_HOST}:{DEFAULT_PORT}; "
+             "port 0 picks one)",
     )
     p.add_argument("--token", default=None,
                    help=f"bearer token clients must present; visible to every local user "
@@ -197,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cp", action="store_true",
                    help="under an allow-list (alone, or with --allow), also allow exactly "
                         "the commands `muxstream cp` and `kubectl cp` send")
+    p.add_argument("--allow-port", action="append", type=_port_range, metavar="PORT[-PORT]",
+                   help="allow port-forward only to these ports (repeatable; ranges "
+                        "LOW-HIGH); with --allow and no --allow-port, port-forward is off")
+    p.add_argument("--no-port-forward", action="store_true",
+                   help="refuse every port-forward request")
     p.add_argument("--attach-command", default="cat", metavar="ARGV",
                    help="the process `attach` connects to (default: cat)")
     p.add_argument("--attach-tty", action="store_true", help="run the attach process on a pty")
@@ -244,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser_for(sub, "cp", "copy files or directories to or from the server")
     add_client_options(p)
-    add_cp_arguments(p)
+    add_cp_arguments(p, DEFAULT_POD)
     p.set_defaults(handler="cp")
 
     p = _parser_for(sub, "port-forward", "forward local ports to ports on the server")
@@ -262,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(p)
     p.add_argument("--size", type=parse_size, default=parse_size("256M"),
                    help="bytes to send (default 256M)")
-    p.add_argument("--no-spawn", dest="spawn", action="store_false",
-                   help="use the server at --address instead of spawning one")
+    p.add_argument("--no-spawn", dest="spawn", action="store_false", default=None,
+                   help=f"measure the server at the default address too (with --address or "
+                        f"{ENV_ADDRESS}, bench always measures that server)")
     p.add_argument("--json", action="store_true", help="print a JSON result")
     p.set_defaults(handler="bench")
 
@@ -352,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     _kubectl_forms(args)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.subcommand)
     handler = _handler(args.handler)
-    return run_command(args.handler, lambda: handler(args), verbose=bool(args.verbose))
+    return run_command(
+        args.handler, lambda: handler(args), verbose=bool(args.verbose), args=args,
+        interruptible=args.handler != "serve",  # serve: its own graceful Ctrl-C
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,14 +9,17 @@ existing directory, through a temporary name, SHA-256 checked, ``--resume``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..remote import CopyResult, copy_from_remote, copy_to_remote
-from ._common import CliError, Progress, describe, emit_json, root_error
+from ._common import CliError, Progress, emit_json
+from ._explain import describe, root_error
 from ._remote import make_endpoint
 
 
@@ -46,10 +49,12 @@ def split_remote(spec: str, default_pod: str) -> RemoteSpec | None:
     return RemoteSpec(name or default_pod, path, namespace or None)
 
 
-def add_cp_arguments(parser: argparse.ArgumentParser) -> None:
+def add_cp_arguments(parser: argparse.ArgumentParser, default_pod: str) -> None:
     parser.add_argument("source", help="local path, or [[NAMESPACE/]POD]:PATH on the server")
     parser.add_argument("dest", help="local path, or [[NAMESPACE/]POD]:PATH on the server")
-    parser.add_argument("--pod", default="demo", help="pod for :PATH (default demo)")
+    parser.add_argument(
+        "--pod", default=default_pod, help=f"pod for :PATH (default {default_pod})"
+    )
     parser.add_argument("-c", "--container", default=None, help="container name")
     parser.add_argument("--no-verify", action="store_true", help="skip the SHA-256 comparison")
     parser.add_argument(
@@ -67,6 +72,38 @@ def _notes(exc: BaseException) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+@contextlib.contextmanager
+def reporting(progress: Progress) -> Iterator[None]:
+    """End the progress line, and say what became of the temporary file of a
+    failed copy: in the error line, or after an interruption on lines of its own."""
+    try:
+        yield
+    except BaseException as exc:
+        progress.finish()
+        notes, root = _notes(exc), root_error(exc)
+        text = describe(root) if isinstance(root, Exception) else None
+        if notes and text is not None:
+            raise CliError("; ".join([text, *notes])) from exc
+        if isinstance(root, KeyboardInterrupt):
+            for note in notes:
+                print(f"muxstream cp: {note}", file=sys.stderr)
+        raise
+    progress.finish()
+
+
+def report(result: CopyResult, direction: str, *, json: bool) -> None:
+    """The JSON document (``--json``), or a summary line on a terminal."""
+    if json:
+        emit_json({"copied": direction, "destination": result.destination,
+                   "bytes": result.transferred, "size": result.size, "files": result.files,
+                   "resumed_from": result.resumed_from, "digest_verified": result.verified})
+    elif os.isatty(2):
+        status = "sha256 verified" if result.verified else "not verified"
+        resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
+        print(f"{direction}: {result.size:,} bytes{resumed}, {result.files} file(s), {status}",
+              file=sys.stderr)
+
+
 async def cp_main(args: argparse.Namespace) -> int:
     source, destination = split_remote(args.source, args.pod), split_remote(args.dest, args.pod)
     if (source is None) == (destination is None):
@@ -78,10 +115,10 @@ async def cp_main(args: argparse.Namespace) -> int:
         endpoint = dataclasses.replace(endpoint, namespace=remote.namespace)
     progress = Progress("cp", None, mode="quiet")
     verify, resume = not args.no_verify, args.resume
-    try:
+    with reporting(progress):
         if destination is not None:
             local = Path(args.source)
-            result: CopyResult = await copy_to_remote(
+            result = await copy_to_remote(
                 endpoint, remote.pod, local, remote.path, container=args.container,
                 progress=progress.update, verify=verify, resume=resume,
             )
@@ -92,26 +129,5 @@ async def cp_main(args: argparse.Namespace) -> int:
                 progress=progress.update, verify=verify, resume=resume,
             )
             direction = f"{remote.pod}:{remote.path} -> {result.destination}"
-    except BaseException as exc:
-        progress.finish()
-        # Say what became of the temporary file: in the error line, or after
-        # an interruption on lines of its own.
-        notes, root = _notes(exc), root_error(exc)
-        text = describe(root) if isinstance(root, Exception) else None
-        if notes and text is not None:
-            raise CliError("; ".join([text, *notes])) from exc
-        if isinstance(root, KeyboardInterrupt):
-            for note in notes:
-                print(f"muxstream cp: {note}", file=sys.stderr)
-        raise
-    progress.finish()
-    if args.json:
-        emit_json({"copied": direction, "destination": result.destination,
-                   "bytes": result.transferred, "size": result.size, "files": result.files,
-                   "resumed_from": result.resumed_from, "digest_verified": result.verified})
-    elif os.isatty(2):
-        status = "sha256 verified" if result.verified else "not verified"
-        resumed = f", resumed at {result.resumed_from:,}" if result.resumed_from else ""
-        print(f"{direction}: {result.size:,} bytes{resumed}, {result.files} file(s), {status}",
-              file=sys.stderr)
+    report(result, direction, json=args.json)
     return 0

@@ -19,7 +19,8 @@ import trio
 
 from ..kube import ApiError, Cluster, KubeError, load_cluster
 from ..kube._api import default_container
-from ._common import CliError, Progress, emit_json
+from ._common import CliError, Progress
+from ._copy import report, reporting
 from ._remote import drive, parse_port_mapping, raw_terminal
 from ._remote import serve_ports as _serve_ports
 
@@ -37,7 +38,8 @@ examples:
 examples:
   muxstream kube cp ./data.bin mypod:/tmp/data.bin
   muxstream kube cp -c app web/mypod:/var/log ./logs
-Verified with sha256 on both sides after the copy (--no-verify skips it).""",
+Into an existing directory, as kubectl; written to a temporary name and renamed
+after the sha256 check (--no-verify skips it); --resume continues a cut copy.""",
     "port-forward": """\
 examples:
   muxstream kube port-forward mypod 8080:80
@@ -214,27 +216,25 @@ async def _cp(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     progress = Progress("cp", None, mode="quiet")
     verify, resume = not args.no_verify, args.resume
-    if destination is not None:
-        namespace, pod, remote_path = destination
-        local = Path(args.source)
-        if not local.exists():
-            raise CliError(f"{local}: no such file or directory")
-        container = await _container(cluster, pod, args, namespace)
-        result = await cluster.copy_to(pod, local, remote_path, container=container,
-                                       namespace=namespace, progress=progress.update,
-                                       verify=verify, resume=resume)
-    else:
-        assert source is not None
-        namespace, pod, remote_path = source
-        container = await _container(cluster, pod, args, namespace)
-        result = await cluster.copy_from(pod, remote_path, args.dest, container=container,
-                                         namespace=namespace, progress=progress.update,
-                                         verify=verify, resume=resume)
-    progress.finish()
-    if args.json:
-        emit_json({"bytes": result.transferred, "size": result.size, "files": result.files,
-                   "resumed_from": result.resumed_from, "digest_verified": result.verified,
-                   "destination": result.destination})
+    with reporting(progress):
+        if destination is not None:
+            namespace, pod, remote_path = destination
+            container = await _container(cluster, pod, args, namespace)
+            result = await cluster.copy_to(
+                pod, Path(args.source), remote_path, container=container, namespace=namespace,
+                progress=progress.update, verify=verify, resume=resume,
+            )
+            direction = f"{args.source} -> {pod}:{result.destination}"
+        else:
+            assert source is not None
+            namespace, pod, remote_path = source
+            container = await _container(cluster, pod, args, namespace)
+            result = await cluster.copy_from(
+                pod, remote_path, args.dest, container=container, namespace=namespace,
+                progress=progress.update, verify=verify, resume=resume,
+            )
+            direction = f"{pod}:{remote_path} -> {result.destination}"
+    report(result, direction, json=args.json)
     return 0
 
 

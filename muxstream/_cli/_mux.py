@@ -21,6 +21,7 @@ import trio
 from .._session import Session
 from ._common import (
     ENV_TOKEN,
+    INTERRUPT,
     Address,
     CliError,
     Progress,
@@ -159,6 +160,7 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log, env=env
     )
+    INTERRUPT.waiting_for = "stopping the server it started"
     try:
         assert process.stdout is not None
         banner = b""
@@ -174,9 +176,10 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
             code = await process.wait()
         if code != 0:
             raise CliError(f"the demo server exited with status {code}")
-    except BaseException:
-        log.seek(0)
-        sys.stderr.write(log.read().decode(errors="replace"))
+    except BaseException as exc:
+        if not isinstance(exc, trio.Cancelled):  # Ctrl-C: nothing went wrong there
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
         raise
     finally:
         if process.returncode is None:
@@ -193,18 +196,26 @@ def _client_args(address: Address, token: str) -> argparse.Namespace:
 
 
 async def bench_main(args: argparse.Namespace) -> int:
-    if args.spawn:
+    # An address the user gave names their server; only with none do we spawn one.
+    spawn = args.spawn if args.spawn is not None else args.address_source == "default"
+    if spawn:
         token = secrets.token_urlsafe(SPAWNED_TOKEN_BYTES)
         async with spawned_server(token) as address:
-            return await _bench(args, _client_args(address, token))
-    return await _bench(args, args)
+            return await _bench(args, _client_args(address, token), spawned=True)
+    return await _bench(args, args, spawned=False)
 
 
-async def _bench(args: argparse.Namespace, conn: argparse.Namespace) -> int:
+async def _bench(args: argparse.Namespace, conn: argparse.Namespace, *, spawned: bool) -> int:
+    if not args.json:
+        which = (f"a server spawned for this run on {conn.address} (give -a HOST:PORT to "
+                 "measure yours)" if spawned else f"the server at {conn.address}")
+        print(f"bench: measuring {which}", flush=True)
     progress = None if args.json else Progress("bench", args.size, mode="quiet")
     async with client_session(conn) as session:
         result, rtts = await bulk_with_pings(session, conn.token, args.size, progress)
     report: dict[str, Any] = {
+        "server": str(conn.address),
+        "server_spawned": spawned,
         "bytes": result.bytes_sent,
         "seconds": result.seconds,
         "mib_per_s": result.mib_per_s,

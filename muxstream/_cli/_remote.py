@@ -25,7 +25,16 @@ from ..remote import (
     open_port_forward,
     open_remote_process,
 )
-from ._common import client_ssl_context, emit_json, endpoint_url, stdout_write
+from ._common import (
+    INTERRUPT,
+    Address,
+    CliError,
+    client_ssl_context,
+    emit_json,
+    endpoint_url,
+    listen_error,
+    stdout_write,
+)
 
 #: bytes per read of our own stdin.
 STDIN_CHUNK = 64 * 1024
@@ -49,11 +58,17 @@ def raw_terminal(enabled: bool) -> Iterator[bool]:
         yield False
         return
     saved = termios.tcgetattr(0)
+
+    def restore() -> None:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+    INTERRUPT.on_hard_exit.append(restore)  # a second Ctrl-C skips the finally below
     try:
         tty.setraw(0)
         yield True
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        restore()
+        INTERRUPT.on_hard_exit.remove(restore)
 
 
 async def _pump_stdin(sink: trio.abc.SendStream) -> None:
@@ -153,6 +168,19 @@ async def port_forward_main(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _until_the_server_is_gone(forwarder: PortForwarder) -> None:
+    """Wait for the end of the port-forward session; then raise CliError."""
+    from ._explain import describe
+
+    try:
+        async for stream in forwarder.session:  # the server opens none: this waits
+            stream.reset()
+        fact = "the server closed the session"
+    except trio.BrokenResourceError as exc:
+        fact = describe(exc) or str(exc)
+    raise CliError(f"lost the connection to pod {forwarder.pod}: {fact}")
+
+
 async def serve_ports(
     forwarder: PortForwarder,
     ports: list[tuple[int, int]],
@@ -160,19 +188,29 @@ async def serve_ports(
     json_lines: bool,
     signals: AsyncIterator[int],
 ) -> None:
-    """Listen for every (local, remote) pair, print where, serve until a signal."""
+    """Listen for every (local, remote) pair, print where, serve until a signal.
+
+    Raises CliError when a local port cannot be bound (naming it) and when the
+    server goes away: kubectl exits then too, where a forwarder that kept
+    listening would only drop every new connection.
+    """
     async with trio.open_nursery() as nursery:
         for local_port, remote_port in ports:
-            listeners = await nursery.start(
-                lambda task_status, lp=local_port, rp=remote_port: forwarder.serve(
-                    rp, lp, host=bind, task_status=task_status
+            try:
+                listeners = await nursery.start(
+                    lambda task_status, lp=local_port, rp=remote_port: forwarder.serve(
+                        rp, lp, host=bind, task_status=task_status
+                    )
                 )
-            )
+            except OSError as exc:
+                raise listen_error(exc, Address(bind, local_port), "pick another local "
+                                   "port, or :REMOTE for a free one") from None
             bound = listeners[0].socket.getsockname()[1]
             if json_lines:
                 emit_json({"local": f"{bind}:{bound}", "remote_port": remote_port})
             else:
                 print(f"Forwarding from {bind}:{bound} -> {remote_port}", flush=True)
+        nursery.start_soon(_until_the_server_is_gone, forwarder)
         async for _ in signals:
             nursery.cancel_scope.cancel()
             break

@@ -161,6 +161,7 @@ class _Stream:
     their_window: int = 0  # what we may still send the peer
     unacked: int = 0  # consumed, not yet credited back
     queued: int = 0  # ordered items (DATA, FIN, HEADERS) queued, not yet handed out
+    extra_headers: Headers | None = None  # the peer's HEADERS frames so far, merged
 
     @property
     def we_sent_fin(self) -> bool:
@@ -246,6 +247,8 @@ class Connection:
         #: None: DEFAULT_MAX_SEND_FRAME once the peer announced flow control,
         #: UNCONTROLLED_MAX_SEND_FRAME until then (and for peers that never do).
         self.max_send_frame = max_send_frame
+        #: bounds each header block, and all HEADERS of a stream together
+        self.max_header_block = max_header_block
         self._compressor = HeaderCompressor()
         self._decoder = FrameDecoder(
             HeaderDecompressor(max_size=max_header_block, max_count=max_header_count),
@@ -919,7 +922,18 @@ class Connection:
             self._stream_error(f"HEADERS after FIN on stream {sid}", sid,
                                RstStatus.STREAM_ALREADY_CLOSED)
         fin = bool(int(frame.flags) & _FIN)
-        events.append(HeadersReceived(sid, frame.headers, fin))
+        merged = frame.headers
+        extra = st.extra_headers
+        if extra is not None:
+            # HEADERS compress ~1000:1: merging without a bound would let a peer
+            # pile up memory a few bytes at a time on the wire.
+            if extra.nbytes + merged.nbytes > self.max_header_block:
+                self._stream_error(f"HEADERS on stream {sid} exceed max_header_block "
+                                   f"({self.max_header_block} bytes)", sid,
+                                   RstStatus.PROTOCOL_ERROR)
+            merged = extra.merged(merged)
+        st.extra_headers = merged
+        events.append(HeadersReceived(sid, merged, fin))
         if fin:
             self._remote_fin(st)
             events.append(StreamEnded(sid))

@@ -32,7 +32,12 @@ class ReplyReceived:
 
 @dataclass(frozen=True, slots=True)
 class HeadersReceived:
-    """Extra headers on an open stream (HEADERS)."""
+    """Extra headers on an open stream (HEADERS).
+
+    ``headers`` holds every HEADERS frame of the stream so far, merged (a name
+    sent again keeps all its values); together they are bounded by
+    ``max_header_block``, past which the stream is reset (PROTOCOL_ERROR).
+    """
 
     stream_id: int
     headers: Headers

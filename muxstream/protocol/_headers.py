@@ -82,6 +82,20 @@ class Headers(Mapping[str, str]):
         for name, values in self._items.items():
             yield name, list(values)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of names and values: what these headers hold in memory, roughly."""
+        return sum(len(name) + sum(map(len, values)) for name, values in self._items.items())
+
+    def merged(self, other: Headers) -> Headers:
+        """New headers: these, then ``other``'s, a name's values kept in order."""
+        merged = Headers()
+        items = merged._items
+        for source in (self._items, other._items):
+            for name, values in source.items():
+                items.setdefault(name, []).extend(values)
+        return merged
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
             return self._items == other._items

@@ -39,6 +39,7 @@ from ._client import (
 from ._copy import CopyError, CopyResult, copy_from_remote, copy_to_remote
 from ._forward import ForwardedStream, PortForwarder, open_port_forward, port_forward
 from ._kubeapi import KubeApi
+from ._limits import ServiceLimits
 from ._server import RemoteServer, RemoteServerConfig, bound_port, serve_remote
 from ._status import ExitStatus, RemoteStatusError, TerminalSize
 
@@ -66,6 +67,7 @@ __all__ = [
     "RemoteServer",
     "RemoteServerConfig",
     "RemoteStatusError",
+    "ServiceLimits",
     "StreamType",
     "TerminalSize",
     "bound_port",

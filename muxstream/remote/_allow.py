@@ -11,7 +11,7 @@ operand may look like. No shape lets an operand be read as an option: operands
 never start with ``-`` (and our own shapes put ``--`` before them as well).
 
 What the shapes still allow is what a copy means: reading every file and
-writing every path the server's user can (docs/security.md, "Copy under an
+writing every path the server's user can (docs/cli.md, "Copy under an
 allow-list").
 """
 

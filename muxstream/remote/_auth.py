@@ -32,6 +32,8 @@ import ipaddress
 from collections.abc import Collection, Sequence
 from typing import Literal
 
+from .._redact import register_secret
+
 #: Characters a token may contain: visible ASCII, as RFC 6750's b64token and
 #: every kubeconfig token are. A space could never survive ``Bearer <token>``
 #: parsing, and non-ASCII would compare differently over HTTP (latin-1 octets)
@@ -39,12 +41,78 @@ from typing import Literal
 _TOKEN_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
+#: Shortest token a server accepts: 16 random base64url characters are 96 bits,
+#: beyond any online guessing; shorter ones are usually words ("secret").
+MIN_TOKEN_LENGTH = 16
+
+
 def validate_token(token: str) -> None:
-    """Raise ValueError unless ``token`` is non-empty visible ASCII (no spaces)."""
+    """Raise ValueError unless ``token`` is visible ASCII (no spaces) of at least
+    :data:`MIN_TOKEN_LENGTH` characters. Registers it for log redaction."""
     if not token or not set(token) <= _TOKEN_CHARACTERS:
         raise ValueError(
             "a token must be non-empty visible ASCII (no spaces or control characters)"
         )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"a token must be at least {MIN_TOKEN_LENGTH} characters (this one has "
+            f"{len(token)}); make one with: openssl rand -hex 16"
+        )
+    register_secret(token)
+
+
+#: Failed attempts a source address may make at full speed.
+DEFAULT_THROTTLE_BURST = 10
+#: Failed attempts per second an address earns back: its sustained guessing rate.
+DEFAULT_THROTTLE_RATE = 1.0
+#: Longest one failure's answer is held back (seconds).
+DEFAULT_THROTTLE_MAX_DELAY = 10.0
+#: Addresses remembered (the least recently failing is forgotten first): bounds memory.
+DEFAULT_THROTTLE_ADDRESSES = 4096
+
+
+class AuthThrottle:
+    """Slows down a source address that keeps failing authentication.
+
+    A leaky bucket per address (sans-IO: the caller passes the time): each
+    failure adds one, the level drains at ``rate`` per second, and once it is
+    above ``burst`` the answer to a failure is held until it is back there
+    (at most ``max_delay``). A sequential guesser then gets ``rate`` attempts a
+    second; parallel ones are bounded by the server's unauthenticated-connection
+    limit. Only failures are slowed: a client with the right token from the
+    same address (every local user is 127.0.0.1) is never held.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = DEFAULT_THROTTLE_BURST,
+        rate: float = DEFAULT_THROTTLE_RATE,
+        max_delay: float = DEFAULT_THROTTLE_MAX_DELAY,
+        max_addresses: int = DEFAULT_THROTTLE_ADDRESSES,
+    ) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.max_delay = max_delay
+        self.max_addresses = max_addresses
+        self._levels: dict[str, tuple[float, float]] = {}  # address -> (level, when)
+
+    def failed(self, address: str, now: float) -> float:
+        """Record one failed attempt from ``address``; return the seconds to hold
+        its answer (0 within the burst)."""
+        level, when = self._levels.pop(address, (0.0, now))
+        level = max(0.0, level - (now - when) * self.rate) + 1
+        self._levels[address] = (level, now)  # re-inserted: dict order is recency
+        if len(self._levels) > self.max_addresses:
+            del self._levels[next(iter(self._levels))]
+        return min(self.max_delay, max(0.0, (level - self.burst) / self.rate))
+
+
+def peer_host(peer: str) -> str:
+    """The address part of ``host:port`` / ``[v6]:port`` (the throttle's key)."""
+    if peer.startswith("["):
+        return peer[1:].partition("]")[0]
+    return peer.rpartition(":")[0] or peer
 
 
 def _digest(text: str) -> bytes:

@@ -321,18 +321,31 @@ class _AttachHandle:
         self.stdin = _AttachedStdin(target) if request.stdin else None
         self.stdout = receive
         self.stderr = None
+        self._detached = trio.Event()
 
     async def resize(self, width: int, height: int) -> None:
         await self._target.process.resize(width, height)
 
     async def wait(self) -> int:
-        await self._target.exited.wait()
-        return self._target.returncode
+        """The shared process's exit code once it exits, or 128+SIGKILL as soon
+        as this client detached (its session must not wait for the process)."""
+        async with trio.open_nursery() as nursery:
+            for event in (self._target.exited, self._detached):
+                nursery.start_soon(_set_when, event, nursery.cancel_scope)
+        if self._target.exited.is_set():
+            return self._target.returncode
+        return 128 + signal.SIGKILL
 
     def kill(self) -> None:
         # Detach only: the shared process outlives one client.
         self._target.subscribers.discard(self._send)
         self._send.close_sync()
+        self._detached.set()
+
+
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import logging
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +45,9 @@ from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
 
 Transport = Literal["auto", "websocket", "spdy"]
+_KIND_NAMES = {"websocket": "WebSocket", "spdy": "SPDY/3.1"}
+#: Each connection phase is told here at DEBUG (``muxstream -v`` shows them).
+logger = logging.getLogger("muxstream.connect")
 WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -69,6 +72,9 @@ class RemoteEndpoint:
 
     ``ssl_context`` defaults to the system trust store for https URLs; pass one
     with ``load_cert_chain`` for client-certificate authentication.
+    ``connect_timeout`` bounds each phase of connecting on its own: the TCP
+    connect (``ConnectTimeout``), the TLS handshake (``TLSHandshakeTimeout``) and
+    the HTTP upgrade (``HandshakeTimeout``), all from ``muxstream.transport``.
     """
 
     url: str
@@ -96,16 +102,14 @@ class RemoteEndpoint:
         context = None
         if split.scheme == "https":
             context = self.ssl_context or ssl.create_default_context()
-        # One bound for TCP connect and TLS handshake together (TooSlowError);
-        # a cancelled handshake still closes the socket.
-        with trio.fail_after(self.connect_timeout):
-            stream = await connect(
-                split.hostname,
-                port,
-                ssl_context=context,
-                https_compatible=True,  # API servers may close without close_notify
-                handshake_timeout=math.inf,
-            )
+        stream = await connect(
+            split.hostname,
+            port,
+            ssl_context=context,
+            https_compatible=True,  # API servers may close without close_notify
+            connect_timeout=self.connect_timeout,
+            handshake_timeout=self.connect_timeout,
+        )
         return stream, split.netloc
 
 
@@ -141,6 +145,8 @@ async def upgrade(
     refusal: RemoteError | None = None
     for kind in order:
         stream, host = await endpoint.connect()
+        offered = websocket_protocols if kind == "websocket" else spdy_protocols
+        logger.debug("upgrade to %s, offering %s", _KIND_NAMES[kind], ", ".join(offered))
         try:
             if kind == "websocket":
                 websocket = await wrap_websocket_client(
@@ -149,7 +155,9 @@ async def upgrade(
                     host=host,
                     subprotocols=websocket_protocols,
                     headers=endpoint.headers(),
+                    handshake_timeout=endpoint.connect_timeout,
                 )
+                logger.debug("upgraded to WebSocket, protocol %s", websocket.subprotocol)
                 return kind, websocket.subprotocol or "", websocket
             upgraded, response = await wrap_upgrade_client(
                 stream,
@@ -158,10 +166,14 @@ async def upgrade(
                 method="POST",
                 protocols=spdy_protocols,
                 headers=endpoint.headers(),
+                handshake_timeout=endpoint.connect_timeout,
             )
+            logger.debug("upgraded to SPDY/3.1, protocol %s", response.protocol)
             return kind, response.protocol or "", upgraded
         except UpgradeRefused as refused:
             refusal = _refusal(refused)
+            logger.debug("%s refused: HTTP %s %s", _KIND_NAMES[kind], refused.status,
+                         refusal.message)
     assert refusal is not None
     raise refusal
 

@@ -35,242 +35,35 @@ import errno
 import hashlib
 import os
 import posixpath
-import secrets
 import shutil
 import stat
-import subprocess
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
 
 import trio
 
-from ._client import RemoteEndpoint, RemoteProcess, open_remote_process, run_remote
-from ._copy_tar import (
-    CHUNK,
-    ProgressCallback,
-    keep_stderr,
-    parse_digests,
-    receive_tree,
-    send_tree,
-    tree_files,
+from ._client import RemoteEndpoint
+from ._copy_parts import (
+    RESUME_HINT,
+    Pod,
+    Stat,
+    add_note,
+    compare_digests,
+    hash_prefix,
+    local_digests,
+    read_hashed,
+    remote_failure,
+    remote_name,
+    remote_operand,
+    source_name,
+    temp_name,
+    write_hashed,
 )
+from ._copy_parts import CopyError as CopyError
+from ._copy_parts import CopyResult as CopyResult
+from ._copy_tar import CHUNK, keep_stderr, receive_tree, send_tree, tree_files
+from ._copy_tar import ProgressCallback as ProgressCallback
 
-#: Seconds to spend removing a failed upload's temporary file on the server
-#: (a new connection): long enough for a slow link, short enough for Ctrl-C.
-CLEANUP_TIMEOUT = 10.0
-#: The tag of the temporary name a resumable copy uses (fixed, so a later copy finds it).
-RESUME_TAG = "resume"
-#: Characters of the destination's name kept in its temporary name (NAME_MAX is 255).
-_NAME_KEEP = 200
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-_RESUME_HINT = "copy again with resume (muxstream cp --resume) to continue it"
-
-
-class CopyError(Exception):
-    """A copy failed for a reason other than a lost connection: a remote
-    command failed (``returncode``, ``stderr``), a path does not exist or has
-    the wrong type, or the digests differ. The message names the fact."""
-
-    def __init__(self, message: str, *, returncode: int | None = None, stderr: bytes = b"") -> None:
-        super().__init__(message)
-        self.returncode = returncode
-        self.stderr = stderr
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    """What a copy did.
-
-    Attributes:
-      destination: the path written (remote for uploads, local for downloads),
-        after resolving "into an existing directory".
-      size: bytes of file content at the destination (a file, or a tree's files).
-      transferred: bytes of file content this call moved (``size`` minus
-        ``resumed_from``).
-      files: regular files copied.
-      resumed_from: the byte this call continued at (0 unless resumed).
-      verified: whether the SHA-256 comparison ran (``verify=True``).
-      sha256: the file's hex digest (one file copied with ``verify``), else None.
-    """
-
-    destination: str
-    size: int
-    transferred: int
-    files: int
-    resumed_from: int = 0
-    verified: bool = True
-    sha256: str | None = None
-
-
-def temp_name(name: str, *, resume: bool) -> str:
-    """The temporary name beside ``name`` (hidden; ``_allow.TEMP_NAME`` matches it)."""
-    tag = RESUME_TAG if resume else secrets.token_hex(6)
-    return f".{name[:_NAME_KEEP]}.muxstream-{tag}.part"
-
-
-def remote_operand(path: str) -> str:
-    """``path`` as an operand no remote program can read as an option."""
-    if not path or "\0" in path:
-        raise ValueError(f"bad remote path {path!r}")
-    return path if path.startswith(("/", ".")) else "./" + path
-
-
-def _text(data: bytes | None) -> str:
-    return (data or b"").decode(errors="replace").strip()
-
-
-def _remote_failure(doing: str, returncode: int, stderr: bytes) -> CopyError:
-    detail = _text(stderr) or f"exit status {returncode}"
-    return CopyError(
-        f"{doing} failed on the server: {detail}", returncode=returncode, stderr=stderr
-    )
-
-
-def _note(exc: BaseException, text: str) -> None:
-    if not isinstance(exc, trio.Cancelled):
-        exc.add_note(text)
-
-
-@dataclass(frozen=True)
-class _Stat:
-    kind: Literal["file", "dir", "other"]
-    size: int
-    mode: int
-
-
-def parse_ls(output: bytes) -> _Stat:
-    """One ``ls -l -n`` line -> type, size and permission bits."""
-    fields = output.decode(errors="replace").split()
-    if len(fields) < 5 or len(fields[0]) < 10:
-        raise CopyError(f"unexpected output of ls on the server: {_text(output)!r}")
-    perms = fields[0]
-    kind: Literal["file", "dir", "other"] = (
-        "file" if perms[0] == "-" else "dir" if perms[0] == "d" else "other"
-    )
-    mode = 0
-    for bit, char in enumerate(perms[1:10]):
-        if char not in "-ST":  # s and t include x; S and T do not
-            mode |= 1 << (8 - bit)
-    size = int(fields[4]) if kind == "file" and fields[4].isdigit() else 0
-    return _Stat(kind, size, mode)
-
-
-@dataclass(frozen=True)
-class _Pod:
-    """Runs the copy's commands in one container."""
-
-    endpoint: RemoteEndpoint
-    name: str
-    container: str | None
-
-    def open(
-        self, argv: Sequence[str], *, stdin: bool = False, stdout: bool = True
-    ) -> AbstractAsyncContextManager[RemoteProcess]:
-        return open_remote_process(
-            self.endpoint, self.name, argv, container=self.container, stdin=stdin, stdout=stdout
-        )
-
-    async def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
-        return await run_remote(
-            self.endpoint, self.name, argv, container=self.container, check=False
-        )
-
-    async def check(self, argv: Sequence[str], doing: str) -> bytes:
-        result = await self.run(argv)
-        if result.returncode != 0:
-            raise _remote_failure(doing, result.returncode, result.stderr or b"")
-        return result.stdout or b""
-
-    async def stat(self, path: str) -> _Stat | None:
-        """Type, size and mode of ``path`` (symlinks followed); None if it does not exist."""
-        result = await self.run(["ls", "-d", "-L", "-l", "-n", "--", path])
-        if result.returncode == 0:
-            return parse_ls(result.stdout or b"")
-        err = _text(result.stderr)
-        if "No such file" in err or "Not a directory" in err:
-            return None
-        raise _remote_failure(f"looking at {path}", result.returncode, result.stderr or b"")
-
-    async def file_digest(self, path: str) -> str:
-        out = await self.check(["sha256sum", "--", path], f"computing the SHA-256 of {path}")
-        return out.removeprefix(b"\\").split(b" ", 1)[0].decode()
-
-    async def tree_digests(self, root: str) -> dict[str, str]:
-        argv = ["find", root, "-type", "f", "-exec", "sha256sum", "{}", "+"]
-        out = await self.check(argv, f"computing the SHA-256 of the files under {root}")
-        return parse_digests(out, root)
-
-    async def remove_quietly(self, argv: Sequence[str]) -> str | None:
-        """Run a clean-up command, shielded and bounded; returns why it failed, or None."""
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
-            try:
-                result = await self.run(argv)
-            except Exception as exc:  # the connection or the endpoint: say which
-                return str(exc) or type(exc).__name__
-            if result.returncode != 0:
-                return _text(result.stderr) or f"exit status {result.returncode}"
-        return "timed out" if scope.cancelled_caught else None
-
-
-# --- local files ------------------------------------------------------------------
-
-
-def local_digests(path: Path) -> dict[str, str]:
-    """SHA-256 of every regular file under ``path`` (or of ``path``, keyed ``""``)."""
-    if path.is_file():
-        return {"": _hash_prefix(path, None).hexdigest()}
-    return {str(p.relative_to(path)): _hash_prefix(p, None).hexdigest() for p in tree_files(path)}
-
-
-def _hash_prefix(path: Path, size: int | None) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    left = size
-    with path.open("rb") as file:
-        while left is None or left > 0:
-            block = file.read(CHUNK if left is None else min(CHUNK, left))
-            if not block:
-                break
-            digest.update(block)
-            if left is not None:
-                left -= len(block)
-    return digest
-
-
-def _read_hashed(file: IO[bytes], digest: hashlib._Hash) -> bytes:
-    chunk = file.read(CHUNK)
-    digest.update(chunk)
-    return chunk
-
-
-def _write_hashed(file: IO[bytes], digest: hashlib._Hash, data: bytes) -> None:
-    file.write(data)
-    digest.update(data)
-
-
-def _compare(expected: dict[str, str], actual: dict[str, str]) -> None:
-    differing = sorted(
-        set(expected) ^ set(actual)
-        | {k for k in set(expected) & set(actual) if expected[k] != actual[k]}
-    )
-    if differing:
-        shown = ", ".join(d or "." for d in differing[:5])
-        raise CopyError(
-            f"SHA-256 mismatch after the copy: {len(differing)} file(s) differ: {shown}"
-        )
-
-
-def _source_name(path: Path) -> str:
-    return Path(os.path.abspath(path)).name
-
-
-def _remote_name(remote: str) -> str:
-    name = posixpath.basename(posixpath.normpath(remote))
-    if name in ("", ".", "..", "/"):
-        raise CopyError(f"cannot copy {remote!r} from the server: name the file or directory")
-    return name
 
 
 # --- upload -----------------------------------------------------------------------
@@ -307,9 +100,9 @@ async def copy_to_remote(
         raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(source))
     if resume and source.is_dir():
         raise CopyError(f"resume copies one file; {source} is a directory")
-    target = _Pod(endpoint, pod, container)
+    target = Pod(endpoint, pod, container)
     final, existing = await _remote_destination(
-        target, remote_operand(remote_path), _source_name(source)
+        target, remote_operand(remote_path), source_name(source)
     )
     if source.is_dir():
         if existing is not None and existing.kind != "dir":
@@ -326,7 +119,7 @@ async def copy_to_remote(
     )
 
 
-async def _remote_destination(pod: _Pod, remote: str, name: str) -> tuple[str, _Stat | None]:
+async def _remote_destination(pod: Pod, remote: str, name: str) -> tuple[str, Stat | None]:
     """The final remote path (into an existing directory) and what is there now."""
     found = await pod.stat(remote)
     if found is not None and found.kind == "dir":
@@ -343,7 +136,7 @@ async def _remote_destination(pod: _Pod, remote: str, name: str) -> tuple[str, _
 
 
 async def _upload_file(
-    pod: _Pod,
+    pod: Pod,
     source: Path,
     final: str,
     *,
@@ -363,12 +156,7 @@ async def _upload_file(
         mode = f"{stat.S_IMODE(info.st_mode) & 0o777:03o}"
         await pod.check(["chmod", mode, "--", temp], f"setting the mode of {temp}")
         if verify:
-            theirs = await pod.file_digest(temp)
-            if theirs != digest.hexdigest():
-                raise CopyError(
-                    f"SHA-256 mismatch after the copy: {temp} on the server has {theirs}, "
-                    f"the bytes sent have {digest.hexdigest()}"
-                )
+            await pod.check_digest(temp, digest.hexdigest(), "the bytes sent")
         await pod.check(["mv", "-f", "--", temp, final], f"renaming {temp} to {final}")
     except BaseException as exc:
         await _after_failed_upload(pod, temp, exc, keep=resume and not isinstance(exc, CopyError))
@@ -384,22 +172,20 @@ async def _upload_file(
     )
 
 
-async def _upload_offset(
-    pod: _Pod, source: Path, temp: str, size: int
-) -> tuple[int, hashlib._Hash]:
+async def _upload_offset(pod: Pod, source: Path, temp: str, size: int) -> tuple[int, hashlib._Hash]:
     """Where a resumed upload continues: the end of the partial file on the
     server if it is a prefix of ``source`` (same SHA-256), else 0."""
     partial = await pod.stat(temp)
     if partial is None or partial.kind != "file" or not 0 < partial.size <= size:
         return 0, hashlib.sha256()
-    ours = await trio.to_thread.run_sync(_hash_prefix, source, partial.size)
+    ours = await trio.to_thread.run_sync(hash_prefix, source, partial.size)
     if await pod.file_digest(temp) != ours.hexdigest():
         return 0, hashlib.sha256()
     return partial.size, ours
 
 
 async def _send_file(
-    pod: _Pod,
+    pod: Pod,
     source: Path,
     temp: str,
     offset: int,
@@ -421,7 +207,7 @@ async def _send_file(
                 nursery.start_soon(keep_stderr, process.stderr, stderr)
                 done = offset
                 try:
-                    while chunk := await trio.to_thread.run_sync(_read_hashed, file, digest):
+                    while chunk := await trio.to_thread.run_sync(read_hashed, file, digest):
                         await process.stdin.send_all(chunk)
                         done += len(chunk)
                         if progress is not None:
@@ -431,13 +217,13 @@ async def _send_file(
                     failure = exc  # tee may have failed: its status tells
             returncode = await process.wait()
     if returncode != 0:
-        raise _remote_failure(f"writing {temp}", returncode, bytes(stderr))
+        raise remote_failure(f"writing {temp}", returncode, bytes(stderr))
     if failure is not None:
         raise trio.BrokenResourceError("connection lost during the copy") from failure
 
 
 async def _upload_tree(
-    pod: _Pod,
+    pod: Pod,
     source: Path,
     final: str,
     *,
@@ -454,10 +240,10 @@ async def _upload_tree(
             pod.open, source, posixpath.basename(temp), parent, total=total, progress=progress
         )
         if returncode != 0:
-            raise _remote_failure(f"extracting into {parent} (tar)", returncode, err)
+            raise remote_failure(f"extracting into {parent} (tar)", returncode, err)
         if verify:
             ours = await trio.to_thread.run_sync(local_digests, source)
-            _compare(ours, await pod.tree_digests(temp))
+            compare_digests(ours, await pod.tree_digests(temp))
         if merge:
             await pod.check(["cp", "-R", "-p", "--", temp + "/.", final], f"merging into {final}")
             await pod.check(["rm", "-r", "-f", "--", temp], f"removing {temp}")
@@ -472,18 +258,18 @@ async def _upload_tree(
 
 
 async def _after_failed_upload(
-    pod: _Pod, temp: str, exc: BaseException, *, keep: bool, tree: bool = False
+    pod: Pod, temp: str, exc: BaseException, *, keep: bool, tree: bool = False
 ) -> None:
     if keep:
-        _note(exc, f"the partial copy stays on the server as {temp}: {_RESUME_HINT}")
+        add_note(exc, f"the partial copy stays on the server as {temp}: {RESUME_HINT}")
         return
     problem = await pod.remove_quietly(
         ["rm", "-r", "-f", "--", temp] if tree else ["rm", "-f", "--", temp]
     )
     if problem is None:
-        _note(exc, f"removed the temporary file {temp} on the server")
+        add_note(exc, f"removed the temporary file {temp} on the server")
     else:
-        _note(exc, f"could not remove the temporary file {temp} on the server ({problem})")
+        add_note(exc, f"could not remove the temporary file {temp} on the server ({problem})")
 
 
 # --- download ---------------------------------------------------------------------
@@ -515,7 +301,7 @@ async def copy_from_remote(
     ``trio.BrokenResourceError`` if the connection breaks. A failure carries a
     note (``exc.__notes__``) saying what became of the temporary file.
     """
-    target = _Pod(endpoint, pod, container)
+    target = Pod(endpoint, pod, container)
     remote = remote_operand(remote_path)
     found = await target.stat(remote)
     if found is None:
@@ -524,7 +310,7 @@ async def copy_from_remote(
         raise CopyError(f"{remote_path} on the server is neither a regular file nor a directory")
     if resume and found.kind == "dir":
         raise CopyError(f"resume copies one file; {remote_path} on the server is a directory")
-    final = _local_destination(os.fspath(local_path), _remote_name(remote))
+    final = _local_destination(os.fspath(local_path), remote_name(remote))
     if found.kind == "dir":
         if final.exists() and not final.is_dir():
             raise CopyError(f"cannot overwrite {final} (not a directory) with a directory")
@@ -548,9 +334,9 @@ def _local_destination(given: str, name: str) -> Path:
 
 
 async def _download_file(
-    pod: _Pod,
+    pod: Pod,
     remote: str,
-    found: _Stat,
+    found: Stat,
     final: Path,
     *,
     verify: bool,
@@ -561,25 +347,20 @@ async def _download_file(
     offset, digest = 0, hashlib.sha256()
     if resume and temp.is_file() and temp.stat().st_size <= found.size:
         offset = temp.stat().st_size
-        digest = await trio.to_thread.run_sync(_hash_prefix, temp, offset)
+        digest = await trio.to_thread.run_sync(hash_prefix, temp, offset)
     try:
         await _receive_file(pod, remote, temp, offset, digest, found.size, progress)
         if verify:
-            theirs = await pod.file_digest(remote)
-            if theirs != digest.hexdigest():
-                raise CopyError(
-                    f"SHA-256 mismatch after the copy: {remote} on the server has {theirs}, "
-                    f"the bytes received have {digest.hexdigest()} (did it change meanwhile?)"
-                )
+            await pod.check_digest(remote, digest.hexdigest(), "the bytes received")
         os.chmod(temp, found.mode)
         os.replace(temp, final)
     except BaseException as exc:
         if resume and not isinstance(exc, CopyError):
-            _note(exc, f"the partial copy stays as {temp}: {_RESUME_HINT}")
+            add_note(exc, f"the partial copy stays as {temp}: {RESUME_HINT}")
         else:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-            _note(exc, f"removed the temporary file {temp}")
+            add_note(exc, f"removed the temporary file {temp}")
         raise
     size = final.stat().st_size
     return CopyResult(
@@ -588,7 +369,7 @@ async def _download_file(
 
 
 async def _receive_file(
-    pod: _Pod,
+    pod: Pod,
     remote: str,
     temp: Path,
     offset: int,
@@ -614,20 +395,20 @@ async def _receive_file(
                         if len(pending) >= CHUNK:
                             data = bytes(pending)
                             pending.clear()
-                            await trio.to_thread.run_sync(_write_hashed, file, digest, data)
+                            await trio.to_thread.run_sync(write_hashed, file, digest, data)
                         if progress is not None:
                             progress(done, size)
                 finally:
                     # Also when the connection broke: what arrived is a prefix
                     # that a resumed copy need not fetch again (small: < CHUNK).
-                    _write_hashed(file, digest, bytes(pending))
+                    write_hashed(file, digest, bytes(pending))
             returncode = await process.wait()
     if returncode != 0:
-        raise _remote_failure(f"reading {remote}", returncode, bytes(stderr))
+        raise remote_failure(f"reading {remote}", returncode, bytes(stderr))
 
 
 async def _download_tree(
-    pod: _Pod, remote: str, final: Path, *, verify: bool, progress: ProgressCallback | None
+    pod: Pod, remote: str, final: Path, *, verify: bool, progress: ProgressCallback | None
 ) -> CopyResult:
     root = remote.rstrip("/") or "/"
     temp = final.parent / temp_name(final.name, resume=False)
@@ -640,10 +421,10 @@ async def _download_tree(
             progress=progress,
         )
         if returncode != 0:
-            raise _remote_failure(f"archiving {root} (tar)", returncode, err)
+            raise remote_failure(f"archiving {root} (tar)", returncode, err)
         ours = await trio.to_thread.run_sync(local_digests, temp)
         if verify:
-            _compare(await pod.tree_digests(root), ours)
+            compare_digests(await pod.tree_digests(root), ours)
         files = tree_files(temp)
         total = sum(f.stat().st_size for f in files)
         if final.is_dir():
@@ -652,7 +433,7 @@ async def _download_tree(
             temp.rename(final)
     except BaseException as exc:
         shutil.rmtree(temp, ignore_errors=True)
-        _note(exc, f"removed the temporary directory {temp}")
+        add_note(exc, f"removed the temporary directory {temp}")
         raise
     return CopyResult(str(final), total, total, len(files), 0, verify)
 

@@ -9,19 +9,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 
 import trio
 
+from ..transport._connections import current_peer
 from ._backend import ExecBackend, ExecRequest, ProcessHandle
 from ._status import ResizeDecoder, encode_error, encode_status
 
 logger = logging.getLogger("muxstream.remote")
+#: One line per exec, attach and forwarded connection (docs/security.md).
+audit = logging.getLogger("muxstream.audit")
 
 COPY_SIZE = 256 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-async def _copy_stdin(source: trio.abc.ReceiveStream, handle: ProcessHandle) -> None:
+@dataclass
+class Transfer:
+    """Bytes moved for one exec/attach (the audit line's figures)."""
+
+    stdin: int = 0
+    stdout: int = 0
+    stderr: int = 0
+
+
+async def _copy_stdin(
+    source: trio.abc.ReceiveStream, handle: ProcessHandle, transfer: Transfer
+) -> None:
     stdin = handle.stdin
     assert stdin is not None
     try:
@@ -33,6 +48,7 @@ async def _copy_stdin(source: trio.abc.ReceiveStream, handle: ProcessHandle) -> 
             if not data:
                 break
             await stdin.send_all(data)
+            transfer.stdin += len(data)
     except (*_GONE, OSError):
         pass  # the process stopped reading (exited or closed stdin)
     finally:
@@ -78,6 +94,7 @@ class _OutputCopy:
         sink: trio.abc.SendStream | None,
         on_sink_broken: trio.Event,
     ) -> None:
+        self.bytes = 0
         self._source = source
         self._sink = sink
         self._on_sink_broken = on_sink_broken
@@ -111,6 +128,7 @@ class _OutputCopy:
                 continue
             try:
                 await self._sink.send_all(chunk)
+                self.bytes += len(chunk)
             except _GONE:
                 self._sink = None
                 self._on_sink_broken.set()
@@ -124,6 +142,7 @@ async def pump_process(
     stderr: trio.abc.SendStream | None,
     resize: trio.abc.ReceiveStream | None,
     client_gone: trio.Event | None = None,
+    transfer: Transfer | None = None,
 ) -> int:
     """Run ``handle`` to completion with the given client-side streams.
 
@@ -136,11 +155,16 @@ async def pump_process(
     """
     if client_gone is None:
         client_gone = trio.Event()
+    if transfer is None:
+        transfer = Transfer()
+    out = _OutputCopy(handle.stdout, stdout, client_gone) if handle.stdout is not None else None
+    err = _OutputCopy(handle.stderr, stderr, client_gone) if handle.stderr is not None else None
+    copies = [copy for copy in (out, err) if copy is not None]
     try:
         async with trio.open_nursery() as nursery:
             if handle.stdin is not None:
                 if stdin is not None:
-                    nursery.start_soon(_copy_stdin, stdin, handle)
+                    nursery.start_soon(_copy_stdin, stdin, handle, transfer)
                 else:
                     await handle.stdin.aclose()
             if resize is not None:
@@ -152,11 +176,6 @@ async def pump_process(
                 handle.kill()
 
             nursery.start_soon(watch)
-            copies = [
-                _OutputCopy(source, sink, client_gone)
-                for source, sink in ((handle.stdout, stdout), (handle.stderr, stderr))
-                if source is not None
-            ]
             async with trio.open_nursery() as outputs:
                 for copy in copies:
                     outputs.start_soon(copy.run)
@@ -172,6 +191,9 @@ async def pump_process(
     except BaseException:
         handle.kill()
         raise
+    finally:
+        transfer.stdout = out.bytes if out is not None else 0
+        transfer.stderr = err.bytes if err is not None else 0
 
 
 async def run_request(
@@ -185,21 +207,41 @@ async def run_request(
     client_gone: trio.Event,
 ) -> bytes:
     """Start the request's process (or attach), pump it, and return the Status
-    document for the error stream. Start failures become a Status too."""
+    document for the error stream. Start failures become a Status too.
+
+    Logs one audit line (logger ``muxstream.audit``, INFO) when it ends, however
+    it ends: peer, pod/container, argv, exit code, bytes each way, duration."""
     handle: ProcessHandle
+    started = trio.current_time()
+    transfer = Transfer()
+    code: int | str = "cancelled"
     try:
-        handle = await (backend.attach(request) if request.attach else backend.start(request))
-    except Exception as exc:
-        return await _start_failure(exc, request, stderr or stdout)
-    code = await pump_process(
-        handle,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        resize=resize,
-        client_gone=client_gone,
-    )
-    return encode_status(code)
+        try:
+            handle = await (
+                backend.attach(request) if request.attach else backend.start(request)
+            )
+        except Exception as exc:
+            code = f"not started ({type(exc).__name__})"
+            return await _start_failure(exc, request, stderr or stdout)
+        code = await pump_process(
+            handle,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            resize=resize,
+            client_gone=client_gone,
+            transfer=transfer,
+        )
+        return encode_status(code)
+    finally:
+        # attach runs no client argv: it joins the process the server configured.
+        what = "attach" if request.attach else f"exec argv={list(request.command)!r}"
+        audit.info(
+            "%s peer=%s pod=%s container=%s tty=%s exit=%s stdin_bytes=%d "
+            "stdout_bytes=%d stderr_bytes=%d seconds=%.3f",
+            what, current_peer(), request.pod, request.container, request.tty, code,
+            transfer.stdin, transfer.stdout, transfer.stderr, trio.current_time() - started,
+        )
 
 
 async def _start_failure(

@@ -15,8 +15,11 @@ See docs/transports.md.
 """
 
 from ._errors import (
+    ConnectTimeout,
     HandshakeError,
+    HandshakeNoAnswer,
     HandshakeTimeout,
+    TLSHandshakeTimeout,
     TransportError,
     UpgradeRefused,
     WebSocketClosedError,
@@ -56,13 +59,16 @@ __all__ = [
     "DEFAULT_TLS_RECEIVE_SIZE",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
+    "ConnectTimeout",
     "HTTPApp",
     "HTTPHeaders",
     "HTTPRequest",
     "HandshakeError",
+    "HandshakeNoAnswer",
     "HandshakeTimeout",
     "HeadersLike",
     "PrefixedStream",
+    "TLSHandshakeTimeout",
     "TLSStream",
     "TransportError",
     "UpgradeRefused",

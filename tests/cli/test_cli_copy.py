@@ -74,25 +74,6 @@ def test_cp_of_a_missing_remote_file_names_the_fact(server: Served, tmp_path: Pa
     assert not (tmp_path / "x").exists()
 
 
-def test_cut_upload_removes_its_temporary_file_and_says_so(
-    server: Served, tmp_path: Path
-) -> None:
-    source = tmp_path / "big.bin"
-    source.write_bytes(os.urandom(24 << 20))
-    (tmp_path / "dest").mkdir()
-    proxy = CuttingProxy(server.port, limit=4 << 20)
-    try:
-        result = muxstream(
-            "cp", str(source), f":{tmp_path}/dest/copy.bin", "-a", f"127.0.0.1:{proxy.port}",
-            env=client_env(server),
-        )
-    finally:
-        proxy.close()
-    assert proxy.cut.is_set()
-    assert_one_line_error(result, "cp", "connection lost", "removed the temporary file")
-    assert list((tmp_path / "dest").iterdir()) == []
-
-
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_resume_continues_a_cut_cp(server: Served, tmp_path: Path, direction: str) -> None:
     source = tmp_path / "big.bin"

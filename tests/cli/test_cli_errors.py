@@ -115,13 +115,17 @@ def test_peer_gone_mid_cp_download(  # type: ignore[no-untyped-def]
 def test_peer_gone_mid_cp_upload(server: Served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "big.bin"
     source.write_bytes(b"\x5a" * (32 << 20))
+    (tmp_path / "dest").mkdir()
     proxy = CuttingProxy(server.port, limit=2 << 20)
     try:
         result = muxstream(
-            "cp", str(source), f":{tmp_path / 'copy.bin'}", "-a", f"127.0.0.1:{proxy.port}",
+            "cp", str(source), f":{tmp_path}/dest/copy.bin", "-a", f"127.0.0.1:{proxy.port}",
             env=client_env(server),
         )
     finally:
         proxy.close()
     assert proxy.cut.is_set()
-    assert_one_line_error(result, "cp", "connection lost")
+    # No partial file under the final name, nor a temporary one left behind; and
+    # the error line says so.
+    assert_one_line_error(result, "cp", "connection lost", "removed the temporary file")
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -16,7 +16,16 @@ import trio
 
 from muxstream._cli import _mux, _service
 
-from .conftest import TIMEOUT, TOKEN, cli_env, client_env, muxstream, start_server, stop_server
+from .conftest import (
+    TIMEOUT,
+    TOKEN,
+    Served,
+    cli_env,
+    client_env,
+    muxstream,
+    start_server,
+    stop_server,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,3 +166,111 @@ def test_commands_die_when_the_server_is_sigkilled() -> None:
         if pid:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- token hygiene ---------------------------------------------------------------------
+
+
+def test_serve_refuses_a_short_token_in_one_line() -> None:
+    for argv, env in ((["--token", "s3cret"], cli_env()),
+                      ([], cli_env(MUXSTREAM_TOKEN="fifteen-chars-x"))):
+        result = muxstream("serve", "-a", "127.0.0.1:0", *argv, env=env)
+        assert result.returncode == 1
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "at least 16 characters" in lines[0], lines
+
+
+def test_serve_prints_an_audit_line_per_exec_at_the_default_verbosity() -> None:
+    served = start_server(env=cli_env(MUXSTREAM_TOKEN=TOKEN))
+    try:
+        result = muxstream("exec", "--", "sh", "-c", "echo hi; exit 4", env=client_env(served))
+        assert result.returncode == 4
+    finally:
+        _code, output = stop_server(served)
+    lines = [line for line in output.splitlines() if "muxstream.audit" in line]
+    assert len(lines) == 1, output
+    assert "exec argv=['sh', '-c', 'echo hi; exit 4'] peer=127.0.0.1:" in lines[0]
+    assert "exit=4" in lines[0] and "stdout_bytes=3" in lines[0]
+    assert TOKEN not in output
+
+
+# --- port-forward policy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--no-port-forward"], ["--allow", "true"]])
+async def test_serve_can_refuse_every_port_forward(argv: list[str]) -> None:
+    from muxstream.remote import RemoteEndpoint, RemoteError, open_port_forward
+
+    served = start_server(*argv, env=cli_env(MUXSTREAM_TOKEN=TOKEN))
+    try:
+        endpoint = RemoteEndpoint(f"http://{served.address}", token=TOKEN, transport="spdy")
+        with trio.fail_after(TIMEOUT), pytest.raises(RemoteError, match="disabled"):
+            async with open_port_forward(endpoint, "demo"):
+                pass
+    finally:
+        stop_server(served)
+
+
+# --- limits: descriptors, floods -------------------------------------------------------
+
+
+def start_server_with_fd_limit(soft: int, hard: int) -> Served:
+    """`muxstream serve` started with RLIMIT_NOFILE (soft, hard); token in the env."""
+    import re
+    import resource
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muxstream", "serve", "--address", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=cli_env(MUXSTREAM_TOKEN=TOKEN),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    match = re.search(r"listening on [\d.]+:(\d+)", banner)
+    if match is None:
+        process.kill()
+        raise AssertionError(f"serve did not start: {banner}{process.communicate()}")
+    return Served(process, int(match.group(1)), banner)
+
+
+def open_files_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no Max open files line")
+
+
+def test_serve_raises_its_descriptor_limit_but_not_its_commands() -> None:
+    import resource
+
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
+    served = start_server_with_fd_limit(256, hard)
+    try:
+        assert open_files_limits(served.process.pid) == (hard, hard)
+        result = muxstream("exec", "--", "sh", "-c", "ulimit -n", env=client_env(served))
+        assert result.stdout.strip() == b"256"  # select()-era programs keep their limit
+    finally:
+        stop_server(served)
+
+
+def test_a_client_with_the_token_gets_in_during_a_socket_flood() -> None:
+    """300 idle sockets against a server with 128 descriptors: the flood must not
+    keep a client with the token out (it used to wait for the idle ones to time out)."""
+    import socket
+
+    served = start_server_with_fd_limit(128, 128)
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            flood.append(socket.create_connection(("127.0.0.1", served.port)))
+        start = time.monotonic()
+        result = muxstream("exec", "--", "echo", "in", env=client_env(served), timeout=20)
+        assert (result.returncode, result.stdout) == (0, b"in\n"), result.stderr
+        assert time.monotonic() - start < 15
+    finally:
+        for sock in flood:
+            sock.close()
+        code, output = stop_server(served)
+    assert code == 0, output

@@ -14,13 +14,12 @@ from muxstream._cli._common import (
     BadToken,
     CliError,
     Progress,
-    describe,
     parse_address,
     parse_size,
     percentile,
-    root_error,
 )
 from muxstream._cli._copy import RemoteSpec, split_remote
+from muxstream._cli._explain import describe, root_error
 from muxstream._cli._remote import parse_port_mapping
 from muxstream.protocol import RstStatus
 
@@ -122,10 +121,12 @@ def test_describe_maps_expected_failures_to_one_line() -> None:
     closed = trio.BrokenResourceError("x")
     closed.__cause__ = SessionClosed("peer closed the connection (EOF)")
     assert describe(BadToken("bad token: nope")) == "bad token: nope"
-    assert describe(ConnectionRefusedError(111, "refused")).startswith("connection refused")
+    assert describe(ConnectionRefusedError(111, "refused")) == (
+        "cannot connect to the server: connection refused (is `muxstream serve` running there?)"
+    )
     assert describe(trio.TooSlowError()) == "timed out"
     assert describe(lost) == "connection lost: transport failed while reading: reset"
-    assert describe(closed) is not None and "peer closed the session" in describe(closed)
+    assert describe(closed) == "the server closed the session"
     assert describe(reset) is not None and "CANCEL" in describe(reset)
     assert describe(KeyError("bug")) is None  # a bug is not an expected failure
 
@@ -163,3 +164,41 @@ def test_progress_end_line_ends_a_half_drawn_terminal_line_once() -> None:
     progress.end_line()
     progress.end_line()
     assert out.getvalue().endswith(" \n") and not out.getvalue().endswith("\n\n")
+
+
+def test_describe_says_each_fact_once_without_protocol_jargon() -> None:
+    from muxstream import SessionGoneAway
+
+    def broken(message: str, cause: BaseException) -> trio.BrokenResourceError:
+        exc = trio.BrokenResourceError(message)
+        exc.__cause__ = cause
+        return exc
+
+    before_status = broken("connection lost before the exit status",
+                           broken("peer closed the session", SessionClosed("peer closed")))
+    assert describe(before_status) == (
+        "connection lost before the exit status: the server closed the session"
+    )
+    lost_twice = broken("connection lost during the copy",
+                        ConnectionLost("connection lost: transport failed while writing"))
+    assert describe(lost_twice) == (
+        "connection lost during the copy: transport failed while writing"
+    )
+    goaway = describe(broken("peer sent GOAWAY", SessionGoneAway(3, 0)))
+    assert goaway == "the server closed the session"
+    refused = describe(broken("x", StreamResetError(RstStatus.REFUSED_STREAM)))
+    assert refused is not None and "limit" in refused and "REFUSED_STREAM" not in refused
+    no_token = argparse.Namespace(token=None, address=Address("127.0.0.1", 7000))
+    assert describe(BadToken("bad token"), no_token) == (
+        "no token given: set MUXSTREAM_TOKEN or --token (the server requires one)"
+    )
+
+
+def test_describe_reduces_a_repr_in_a_message_to_its_words() -> None:
+    lost = trio.BrokenResourceError("x")
+    lost.__cause__ = ConnectionLost(
+        "transport failed while reading: ConnectionResetError(104, 'Connection reset by peer')"
+    )
+    assert describe(lost) == (
+        "connection lost: transport failed while reading: Connection reset by peer"
+    )

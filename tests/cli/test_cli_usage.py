@@ -3,6 +3,8 @@ before anything connects (issue 14, items 5 and 8)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from muxstream._cli import build_parser, main
@@ -92,4 +94,41 @@ def test_exec_in_the_named_pod_runs_the_command_there(server: Served) -> None:
     # Another name is not silently run as a program called "web": the server says
     # which pod it serves.
     assert other.returncode == 1
-    assert b'pods "web" not found' in other.stderr and b"default/demo" in other.stderr
+    assert b'pods "web" not found' in other.stderr
+    assert b'`muxstream serve` serves one pod, "demo"' in other.stderr
+
+
+def test_verbose_shows_connection_upgrade_and_protocol(server: Served) -> None:
+    env = client_env(server)
+    ws, spdy, ping, quiet = muxstream_many([
+        ["exec", "-v", "--", "true"],
+        ["exec", "-v=6", "--transport", "spdy", "--", "true"],
+        ["ping", "-v", "-c", "1"],
+        ["exec", "--", "true"],
+    ], env=env)
+    for result in (ws, spdy, ping, quiet):
+        assert result.returncode == 0, result.stderr
+    text = ws.stderr.decode()
+    assert f"muxstream exec: connecting to {server.address} (TCP)" in text
+    assert "muxstream exec: upgrade to WebSocket, offering v5.channel.k8s.io" in text
+    assert "muxstream exec: upgraded to WebSocket, protocol v5.channel.k8s.io" in text
+    assert "upgraded to SPDY/3.1, protocol v5.channel.k8s.io" in spdy.stderr.decode()
+    assert "muxstream ping: SPDY/3.1 session over TCP" in ping.stderr.decode()
+    assert quiet.stderr == b""
+
+
+def test_bench_says_which_server_and_address_means_yours(server: Served) -> None:
+    yours, nothing_there = muxstream_many([
+        ["bench", "-a", server.address, "--size", "4M", "--json"],
+        ["bench", "-a", f"127.0.0.1:{free_port()}", "--size", "4M"],
+    ], env=client_env(server))
+    assert yours.returncode == 0, yours.stderr
+    report = json.loads(yours.stdout)
+    assert (report["server"], report["server_spawned"]) == (server.address, False)
+    # An address where nothing listens is an error, not a silently spawned server.
+    assert nothing_there.returncode == 1
+    assert b"connection refused" in nothing_there.stderr
+    spawned = muxstream("bench", "--size", "4M", env=cli_env(MUXSTREAM_TOKEN="x"))
+    assert spawned.returncode == 0, spawned.stderr
+    first = spawned.stdout.decode().splitlines()[0]
+    assert first.startswith("bench: measuring a server spawned for this run on 127.0.0.1:")

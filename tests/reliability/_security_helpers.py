@@ -18,6 +18,7 @@ import trio
 import trustme
 
 from muxstream._cli import _serve
+from muxstream._cli._common import Address
 from muxstream.remote import (
     ExecRequest,
     KubeApi,
@@ -158,17 +159,19 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 @asynccontextmanager
 async def cli_service(
-    tmp_path: Path,
+    tmp_path: Path, **config_options: Any
 ) -> AsyncIterator[tuple[int, SpyBackend]]:
-    """The `muxstream serve` connection handler (raw sessions, /muxstream, exec) on
-    127.0.0.1:0 with a token, in-process; yields (port, spy backend)."""
+    """What `muxstream serve` runs (raw sessions, /muxstream, exec; its accept loop
+    and limits) on 127.0.0.1:0 with a token, in-process; yields (port, spy backend)."""
+    config_options.setdefault("token", TOKEN)
     async with LocalBackend(cwd=str(tmp_path)) as local:
         spy = SpyBackend(local)
-        config = RemoteServerConfig(token=TOKEN, backend=spy)
-        server = _serve.Server(TOKEN, RemoteServer(config, spy), None, close_timeout=5)
+        config = RemoteServerConfig(backend=spy, **config_options)
+        server = _serve.Server(config.token, RemoteServer(config, spy), None, close_timeout=5)
         async with trio.open_nursery() as nursery:
+            address = Address("127.0.0.1", 0)
             listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, server.handle_tcp, 0, host="127.0.0.1")
+                _serve.listen, server.handle_tcp, address, config.limits, nursery
             )
             yield bound_port(listeners), spy
             nursery.cancel_scope.cancel()

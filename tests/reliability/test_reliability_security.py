@@ -37,6 +37,7 @@ from muxstream.remote import (
     KubeApi,
     RemoteEndpoint,
     RemoteServerConfig,
+    ServiceLimits,
     _auth,
     _server,
     serve_remote,
@@ -200,11 +201,11 @@ async def test_cli_serve_binds_a_wildcard_only_with_tls_or_the_opt_out(
     """`serve_main` itself, up to the bind call (a spy: nothing is bound)."""
     binds: list[str] = []
 
-    async def fake_serve_tcp(handler: Any, port: int, *, host: str, **kwargs: Any) -> None:
+    async def fake_open_tcp_listeners(port: int, *, host: str, **kwargs: Any) -> None:
         binds.append(host)
         raise _Stop
 
-    monkeypatch.setattr(trio, "serve_tcp", fake_serve_tcp)
+    monkeypatch.setattr(trio, "open_tcp_listeners", fake_open_tcp_listeners)
     pem = tmp_path / "server.pem"
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     cert = ca.issue_cert("server.example", key_type=trustme.KeyType.ECDSA)
@@ -352,7 +353,10 @@ async def test_malformed_header_bytes_are_refused_without_a_crash(tmp_path: Path
 
 
 async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path) -> None:
-    async with cli_service(tmp_path) as (port, spy):
+    # Dozens of failures from one address: the throttle (tested on its own in
+    # test_reliability_tokens) would hold each answer; here every refusal counts.
+    patient = ServiceLimits(auth_failure_burst=1000)
+    async with cli_service(tmp_path, limits=patient) as (port, spy):
         for name, authorization in AUTHORIZATIONS.items():
             for target in ("/muxstream", exec_query("touch", "ran")):
                 head = upgrade_head(target, authorization=authorization)
@@ -360,9 +364,10 @@ async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path)
                 assert status == 401, (name, target, status)
         # Raw sessions: credentials travel per stream; a bad one is reset
         # INVALID_CREDENTIALS before the service runs.
-        transport = await trio.open_tcp_stream("127.0.0.1", port)
-        async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
-            for value in (None, "Bearer nope", "Basic x", "Bearer ", "Bearer caf\u00e9\u2603"):
+        # (A session is closed after a few failures: one session per bad value.)
+        for value in (None, "Bearer nope", "Basic x", "Bearer ", "Bearer caf\u00e9\u2603"):
+            transport = await trio.open_tcp_stream("127.0.0.1", port)
+            async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
                 headers = {"service": "echo"}
                 if value is not None:
                     headers["authorization"] = value
@@ -372,6 +377,8 @@ async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path)
                 assert getattr(info.value.__cause__, "status", None) == (
                     RstStatus.INVALID_CREDENTIALS
                 )
+        transport = await trio.open_tcp_stream("127.0.0.1", port)
+        async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
             good = await session.open_stream(
                 headers={"service": "echo", "authorization": f"Bearer {TOKEN}"}
             )

@@ -16,7 +16,7 @@ import trustme
 from muxstream.remote import KubeApi, LocalBackend, RemoteServerConfig, bound_port, serve_remote
 
 KUBECTL = shutil.which("kubectl")
-TOKEN = "test-token-5d1c"
+TOKEN = "test-token-5d1c-0123456789"
 
 ATTACH_SCRIPT = 'while read l; do [ "$l" = quit ] && exit 0; echo "got $l"; done'
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from ._kube_helpers import KUBECTL, Endpoint, kube_endpoint
@@ -54,13 +56,14 @@ async def test_exec_flags_after_the_pod_and_kubeconfig_from_the_environment(
 async def test_pod_not_found_is_one_line_and_exit_1_like_kubectl(tmp_path: Path) -> None:
     async with kube_endpoint(tmp_path) as ep:
         ours = await mux(ep, "exec", "nope", "--", "true")
-        expected = b'Error from server (NotFound): pods "nope" not found'
+        prefix = b'muxstream kube: error: Error from server (NotFound): pods "nope" not found'
         assert ours.returncode == 1
-        # Our server adds which pod it serves; the reason is passed through as sent.
-        assert expected in ours.stderr and ours.stderr.count(b"\n") == 1
+        assert ours.stderr.startswith(prefix) and ours.stderr.count(b"\n") == 1
         if KUBECTL is not None:
             theirs = await ep.kubectl("exec", "nope", "--", "true")
-            assert theirs.returncode == 1 and expected in theirs.stderr
+            # kubectl prints the same "Error from server (Reason): message" line
+            assert theirs.returncode == 1
+            assert ours.stderr.removeprefix(b"muxstream kube: error: ") in theirs.stderr
 
 
 async def test_missing_kubeconfig_names_the_file(tmp_path: Path) -> None:
@@ -103,6 +106,23 @@ async def test_cp_both_ways_with_namespace_prefix(tmp_path: Path) -> None:
     digest = hashlib.sha256(source.read_bytes()).digest()
     assert hashlib.sha256(remote.read_bytes()).digest() == digest
     assert hashlib.sha256(back.read_bytes()).digest() == digest
+
+
+async def test_cp_resume_continues_a_partial_copy_into_a_directory(tmp_path: Path) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(2 * 1024 * 1024))
+    into = tmp_path / "data"
+    into.mkdir()
+    # What a cut `cp --resume` leaves behind: the first bytes under the fixed name.
+    (into / ".model.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:700_000])
+    async with kube_endpoint(tmp_path) as ep:
+        up = await mux(ep, "cp", "--resume", "--json", str(source), f"demo:{into}/")
+    assert up.returncode == 0, up.stderr
+    report = json.loads(up.stdout)
+    assert report["destination"] == f"{into}/model.bin"
+    assert (report["resumed_from"], report["digest_verified"]) == (700_000, True)
+    assert (into / "model.bin").read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in into.iterdir()) == ["model.bin"]
 
 
 async def test_port_forward_until_interrupted(tmp_path: Path) -> None:
@@ -173,3 +193,42 @@ async def test_default_container_from_the_annotation_is_silent_like_kubectl(
         if KUBECTL is not None:
             theirs = await ep.kubectl("exec", "demo", "--", "echo", "hi")
             assert (theirs.returncode, theirs.stdout, theirs.stderr) == (0, b"hi\n", b"")
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_kube_cp_resume_continues_a_cut_copy(tmp_path: Path, direction: str) -> None:
+    """The connection is cut mid-copy (the copy tests' cutting proxy, in front
+    of the TLS endpoint); `kube cp --resume` then continues to an identical file."""
+    import json
+
+    import trio.testing
+
+    from ._remote_helpers import cutting_proxy
+
+    size = 6 << 20
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(size))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    upload = direction == "upload"
+    argv = (["cp", "--resume", str(source), f"demo:{dest}/copy.bin"] if upload
+            else ["cp", "--resume", f"demo:{source}", str(dest / "copy.bin")])
+    async with kube_endpoint(tmp_path) as ep:
+        async with cutting_proxy(ep.port, size // 2, downstream=not upload) as (port, cut):
+            via_proxy = tmp_path / "via-proxy.yaml"
+            via_proxy.write_text(ep.kubeconfig.read_text().replace(f":{ep.port}", f":{port}"))
+            first = await mux(ep, f"--kubeconfig={via_proxy}", *argv, kubeconfig=False)
+        assert cut.is_set()
+        assert first.returncode == 1 and first.stderr.count(b"\n") == 1, first.stderr
+        assert b"partial copy stays" in first.stderr and b"--resume" in first.stderr
+        await trio.testing.wait_all_tasks_blocked()  # the server has ended the cut command
+        [partial] = [p for p in dest.iterdir() if ".muxstream-" in p.name]
+        kept = partial.stat().st_size
+        assert 0 < kept < size and not (dest / "copy.bin").exists()
+        resumed = await mux(ep, *argv, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["resumed_from"] == kept and report["bytes"] == size - kept
+    assert report["digest_verified"] is True
+    assert (dest / "copy.bin").read_bytes() == source.read_bytes()
+    assert [p for p in dest.iterdir() if ".muxstream-" in p.name] == []

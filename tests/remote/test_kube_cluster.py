@@ -488,3 +488,46 @@ async def test_server_path_prefix_and_refusals_from_a_gateway(tmp_path: Path) ->
             assert done.returncode == 1
             assert f"Error from server (Forbidden): {RBAC}".encode() in done.stderr
         nursery.cancel_scope.cancel()
+
+
+async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := await stream.receive_some(size - len(data))):
+        data += chunk
+    return data
+
+
+async def test_interactive_attach_and_port_forward_from_python(tmp_path: Path) -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        async with stream:
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+
+    async with kube_endpoint(tmp_path) as ep, trio.open_nursery() as nursery:
+        cluster = load_cluster(write(tmp_path / "kc", config_doc(ep)))
+        listeners = await nursery.start(trio.serve_tcp, echo, 0)
+        echo_port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(30):
+            async with cluster.open_process("demo", ["tr", "a-z", "A-Z"], stdin=True) as proc:
+                assert proc.stdin is not None and proc.stdout is not None
+                await proc.stdin.send_all(b"interactive")
+                await proc.stdin.aclose()  # EOF: tr finishes
+                out = b""
+                async for chunk in proc.stdout:
+                    out += chunk
+                assert (out, await proc.wait()) == (b"INTERACTIVE", 0)
+            async with cluster.attach("demo", stdin=True) as proc:
+                assert proc.stdin is not None and proc.stdout is not None
+                await proc.stdin.send_all(b"hello\nquit\n")
+                assert await receive_exactly(proc.stdout, 10) == b"got hello\n"
+                assert await proc.wait() == 0
+            async with cluster.open_port("demo", echo_port) as stream:
+                await stream.send_all(b"one stream")
+                await stream.send_eof()
+                assert await receive_exactly(stream, 10) == b"one stream"
+            local = await nursery.start(cluster.port_forward, "demo", echo_port)
+            client = await trio.open_tcp_stream("127.0.0.1", local[0].socket.getsockname()[1])
+            async with client:
+                await client.send_all(b"listener")
+                assert await receive_exactly(client, 8) == b"listener"
+        nursery.cancel_scope.cancel()

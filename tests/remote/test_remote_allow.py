@@ -10,7 +10,7 @@ from muxstream.remote._allow import (
     command_refusal,
     is_copy_command,
 )
-from muxstream.remote._copy import temp_name
+from muxstream.remote._copy_parts import temp_name
 
 TEMP = "/srv/" + temp_name("data.bin", resume=False)
 RESUME_TEMP = "/srv/" + temp_name("data.bin", resume=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ._remote_helpers import cutting_proxy, remote_server
 
 TRANSPORTS = ["websocket", "spdy"]
 #: Size of the files cut mid-copy and resumed (MUXSTREAM_TEST_REMOTE_MIB scales it).
+BUSYBOX = shutil.which("busybox")
 RESUME_BYTES = int(os.environ.get("MUXSTREAM_TEST_REMOTE_MIB", "32")) * 1024 * 1024 // 4
 
 
@@ -103,6 +105,28 @@ async def rewriting_server(
             yield endpoint, backend
 
 
+async def cut_midway(
+    endpoint: RemoteEndpoint,
+    copy: Callable[[RemoteEndpoint], Awaitable[CopyResult]],
+    *,
+    upload: bool,
+    limit: float,
+    trigger: trio.Event | None = None,
+) -> trio.BrokenResourceError:
+    """Run ``copy`` through a proxy that resets the connection after ``limit``
+    bytes one way (or when ``trigger`` is set); return the error it must raise."""
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    async with cutting_proxy(port, limit, downstream=not upload, trigger=trigger) as (
+        proxy_port,
+        cut,
+    ):
+        via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
+        with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
+            await copy(via_proxy)
+        assert cut.is_set()
+    return info.value
+
+
 # --- into an existing directory -----------------------------------------------------
 
 
@@ -110,6 +134,7 @@ async def rewriting_server(
 async def test_upload_into_an_existing_directory(tmp_path: Path, slash: str) -> None:
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(100_000))
+    source.chmod(0o741)  # the mode travels too
     empty, full = tmp_path / "empty", tmp_path / "full"
     empty.mkdir()
     full.mkdir()
@@ -119,6 +144,7 @@ async def test_upload_into_an_existing_directory(tmp_path: Path, slash: str) -> 
         two = await copy_to_remote(endpoint, "demo", source, f"{full}{slash}")
     assert one.destination == f"{empty}/data.bin" and two.destination == f"{full}/data.bin"
     assert empty.is_dir() and (empty / "data.bin").read_bytes() == source.read_bytes()
+    assert (empty / "data.bin").stat().st_mode & 0o777 == 0o741
     assert (full / "data.bin").read_bytes() == source.read_bytes()
     assert (full / "other.txt").read_text() == "stays"
     assert leftovers(empty) == leftovers(full) == []
@@ -149,6 +175,7 @@ async def test_download_into_an_existing_directory(tmp_path: Path, slash: str) -
     remote = tmp_path / "remote"
     (remote / "tree").mkdir(parents=True)
     (remote / "data.bin").write_bytes(os.urandom(50_000))
+    (remote / "data.bin").chmod(0o750)
     (remote / "tree" / "c.txt").write_text("c")
     local = tmp_path / "local"
     local.mkdir()
@@ -158,6 +185,7 @@ async def test_download_into_an_existing_directory(tmp_path: Path, slash: str) -
     assert Path(one.destination) == local / "data.bin"
     assert Path(two.destination) == local / "tree"
     assert (local / "data.bin").read_bytes() == (remote / "data.bin").read_bytes()
+    assert (local / "data.bin").stat().st_mode & 0o777 == 0o750
     assert (local / "tree" / "c.txt").read_text() == "c"
     assert leftovers(local) == []
 
@@ -173,8 +201,9 @@ async def test_a_trailing_slash_names_a_directory_that_must_exist(tmp_path: Path
     assert not (tmp_path / "absent").exists()
 
 
-async def test_missing_remote_file_is_named(tmp_path: Path) -> None:
-    async with remote_server() as endpoint:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_missing_remote_file_is_named(transport: str, tmp_path: Path) -> None:
+    async with remote_server(transport) as endpoint:
         with pytest.raises(CopyError) as info:
             await copy_from_remote(endpoint, "demo", f"{tmp_path}/missing", tmp_path / "x")
     assert str(info.value) == f"no such file on the server: {tmp_path}/missing"
@@ -194,22 +223,18 @@ async def test_a_cut_copy_leaves_the_destination_untouched(
     final = tmp_path / "dest" / "copy.bin"
     final.parent.mkdir()
     final.write_bytes(b"the previous version")
+    upload = direction == "upload"
+
+    async def copy(endpoint: RemoteEndpoint) -> CopyResult:
+        if upload:
+            return await copy_to_remote(endpoint, "demo", source, str(final))
+        return await copy_from_remote(endpoint, "demo", str(source), final)
+
     async with remote_server(transport) as endpoint:
-        port = int(endpoint.url.rsplit(":", 1)[1])
-        async with cutting_proxy(port, 2 * 1024 * 1024, downstream=direction == "download") as (
-            proxy_port,
-            cut,
-        ):
-            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
-            with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
-                if direction == "upload":
-                    await copy_to_remote(via_proxy, "demo", source, str(final))
-                else:
-                    await copy_from_remote(via_proxy, "demo", str(source), final)
-            assert cut.is_set()
+        error = await cut_midway(endpoint, copy, upload=upload, limit=2 * 1024 * 1024)
     assert final.read_bytes() == b"the previous version"
     assert leftovers(final.parent) == []
-    assert any("removed the temporary file" in note for note in info.value.__notes__)
+    assert any("removed the temporary file" in note for note in error.__notes__)
 
 
 async def test_a_digest_mismatch_removes_the_temporary_file(tmp_path: Path) -> None:
@@ -275,20 +300,12 @@ async def test_resume_continues_a_cut_copy_to_an_identical_file(
     async with rewriting_server(
         transport=transport, stdin_trigger=trigger, stdin_after=RESUME_BYTES // 4
     ) as (endpoint, _):
-        port = int(endpoint.url.rsplit(":", 1)[1])
         limit = float("inf") if upload else RESUME_BYTES // 2
-        async with cutting_proxy(port, limit, downstream=not upload, trigger=trigger) as (
-            proxy_port,
-            cut,
-        ):
-            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
-            with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
-                await copy(via_proxy)
-            assert cut.is_set()
-        assert "partial copy stays" in info.value.__notes__[0]
+        error = await cut_midway(endpoint, copy, upload=upload, limit=limit, trigger=trigger)
+        assert "partial copy stays" in error.__notes__[0]
         assert not final.exists()
         [partial] = leftovers(final.parent)
-        # The server ends the cut command; wait until its writes have landed.
+        # Let the server notice the cut and kill the writer before we measure.
         await trio.testing.wait_all_tasks_blocked()
         kept = (final.parent / partial).stat().st_size
         assert 0 < kept < RESUME_BYTES
@@ -346,3 +363,44 @@ async def test_copies_work_under_an_allow_list_with_allow_copy(tmp_path: Path) -
     programs = {argv[0] for argv in spy.commands}
     assert {"tee", "tail", "sha256sum", "tar", "find", "mv", "cp", "rm", "ls"} <= programs
     assert ("tar", "cf", "-", "--to-command=id", "/etc") not in spy.commands  # never started
+
+
+# --- the tools a pod has ------------------------------------------------------------
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (.ci/run installs it)")
+async def test_every_copy_runs_on_busybox_tools(tmp_path: Path) -> None:
+    """Pods without coreutils (alpine, busybox images) have busybox applets: the
+    remote commands must work there too, resume included."""
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(3_000_000))
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "x.txt").write_text("x")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    remote, back = tmp_path / "remote", tmp_path / "back"
+    remote.mkdir()
+    back.mkdir()
+    (remote / ".data.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:1_000_000])
+    (back / ".data.bin.muxstream-resume.part").write_bytes(source.read_bytes()[:2_000_000])
+
+    def busybox(argv: tuple[str, ...]) -> Sequence[str]:
+        return [str(BUSYBOX), *argv]
+
+    async with rewriting_server(busybox) as (endpoint, spy):
+        up = await copy_to_remote(endpoint, "demo", source, f"{remote}/", resume=True)
+        down = await copy_from_remote(endpoint, "demo", f"{remote}/data.bin", back, resume=True)
+        await copy_to_remote(endpoint, "demo", tree, str(remote))
+        await copy_to_remote(endpoint, "demo", tree, str(remote))  # merged into its namesake
+        await copy_from_remote(endpoint, "demo", f"{remote}/tree", back)
+        with pytest.raises(CopyError, match="no such file on the server"):
+            await copy_from_remote(endpoint, "demo", f"{remote}/absent", back)
+    assert (up.resumed_from, down.resumed_from) == (1_000_000, 2_000_000)
+    assert (back / "data.bin").read_bytes() == source.read_bytes()
+    assert (back / "tree" / "sub" / "x.txt").read_text() == "x"
+    assert (remote / "tree" / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert leftovers(remote) == leftovers(back) == leftovers(remote / "tree") == []
+    assert {"ls", "tee", "tail", "sha256sum", "find", "tar", "mv", "cp", "rm"} <= {
+        argv[0] for argv in spy.commands
+    }

@@ -16,9 +16,9 @@ import trio
 import trio.testing
 
 import muxstream
-from muxstream import CLIENT, Session, SessionOptions
-from muxstream.protocol import DataReceived, RstStatus, StreamOpened
-from muxstream.testing import open_session_pair, open_tcp_transport_pair
+from muxstream import CLIENT, SessionOptions
+from muxstream.protocol import DataFrame, DataReceived, RstStatus, StreamOpened
+from muxstream.testing import RawPeer, open_session_pair, open_tcp_transport_pair
 
 from ._helpers import NO_KEEPALIVE, echo_each_stream, raw_server, start_client
 
@@ -145,7 +145,6 @@ async def test_inline_writes_keep_order_when_the_kernel_takes_only_part() -> Non
                 for _ in payloads:
                     nursery.start_soon(receive_one, await server.accept())
             assert got == payloads
-            assert client._unsent == []
 
 
 async def test_mixed_frame_sizes_over_tcp_arrive_intact() -> None:
@@ -240,26 +239,67 @@ async def test_a_ping_waiting_when_the_session_closes_hard_wakes_at_once(
 
 def test_a_sender_waits_for_a_worthwhile_piece_of_write_buffer_room() -> None:
     """Other senders' leftovers (a few bytes of room) are not worth a DATA frame:
-    the sender waits for _MIN_PIECE of room, or for what it has left if less."""
-    from muxstream._session import _MIN_PIECE
-    from muxstream._stream import Stream
-    from muxstream.protocol import Headers
+    the sender waits for MIN_PIECE of room, or for what it has left if less."""
+    from muxstream._core import MIN_PIECE, SessionCore
+    from muxstream._stream import StreamCore
 
     a, _b = trio.testing.memory_stream_pair()
     limit = 1 << 20
-    session = Session(a, CLIENT, SessionOptions.from_kwargs(
-        {**NO_KEEPALIVE, "write_buffer_size": limit}))
-    conn = session._conn
+    core = SessionCore(a, CLIENT, SessionOptions(write_buffer_size=limit, keepalive_interval=None),
+                       begin_close=lambda trigger: None)
+    conn = core.conn
     filler, sid = conn.open_stream(), conn.open_stream()
-    stream = Stream(session, sid, Headers(), local=True)
+    stream = StreamCore(sid)
     while (room := limit - conn.ordered_bytes) > 100 + 8:  # each frame has an 8-byte header
         conn.send_data(filler, b"f" * min(room - 100 - 8, 100_000))
     assert limit - conn.ordered_bytes == 100
-    assert session._send_room(stream, 1 << 20) == 0  # a sliver: wait
-    assert stream in session._space_waiters
-    assert session._send_room(stream, 100) == 100  # all it has left fits: go
-    conn.buffers_to_send(_MIN_PIECE)  # the writer took a batch: room >= _MIN_PIECE
-    assert session._send_room(stream, 1 << 20) >= _MIN_PIECE
+    assert core.send_room(stream, 1 << 20) == 0  # a sliver: wait
+    assert stream in core.writer.space_waiters
+    assert core.send_room(stream, 100) == 100  # all it has left fits: go
+    conn.buffers_to_send(MIN_PIECE)  # the writer took a batch: room >= MIN_PIECE
+    assert core.send_room(stream, 1 << 20) >= MIN_PIECE
+
+
+async def test_what_an_inline_write_leaves_the_writer_sends_first_and_in_order() -> None:
+    """An inline write that the kernel takes only part of hands the rest to the
+    writer task; no further inline write happens before the writer sent it, and
+    the peer reads every byte in queue order."""
+    import socket
+
+    from muxstream._writer import Writer
+    from muxstream.protocol import Connection, Role
+
+    with trio.fail_after(20):
+        a, b = await open_tcp_transport_pair()
+        a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn = Connection(Role.CLIENT, announce=False)
+        writer = Writer(a, conn, buffer_size=1 << 20, reader_lot=trio.lowlevel.ParkingLot())
+        sid = conn.open_stream()
+        chunks = [bytes([i]) * 100_000 for i in range(4)]
+        conn.send_data(sid, chunks[0])
+        writer.kick()  # inline: the kernel takes a few KiB
+        assert writer.unsent and not conn.has_data_to_send
+        conn.send_data(sid, chunks[1])
+        writer.kick()  # the writer holds bytes now: no inline write
+        assert conn.has_data_to_send
+        conn.send_data(sid, chunks[2] + chunks[3], end_stream=True)
+        writer.finish()
+
+        received = bytearray()
+
+        async def read_all() -> None:
+            while data := await b.receive_some(1 << 16):
+                received.extend(data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await writer.run(fail=pytest.fail, closed=trio.Event())
+        assert writer.unsent == []
+        peer = RawPeer()
+        frames = peer.decode(bytes(received))
+        payload = b"".join(f.data for f in frames if isinstance(f, DataFrame))
+        assert payload == b"".join(chunks)
 
 
 async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
@@ -270,7 +310,7 @@ async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
     import os as real_os
     import types
 
-    from muxstream import _session
+    from muxstream import _reader
 
     failed = 0
 
@@ -283,7 +323,7 @@ async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
             raise
 
     fake_os = types.SimpleNamespace(**{**vars(real_os), "readv": readv})
-    monkeypatch.setattr(_session, "os", fake_os)
+    monkeypatch.setattr(_reader, "os", fake_os)
     with trio.fail_after(20):
         async with open_session_pair(await open_tcp_transport_pair(), **NO_KEEPALIVE) as (
             client, _server,
