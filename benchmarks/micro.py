@@ -41,7 +41,7 @@ from muxstream.protocol import (  # noqa: E402
     SynStreamFrame,
     encode_frame,
 )
-from muxstream.protocol._frames import PyFrameDecoder  # noqa: E402
+from muxstream.protocol._frames import PyFrameDecoder, setup_compiled  # noqa: E402
 from muxstream.transport._wsframe import py_mask  # noqa: E402
 
 _HEADER = struct.Struct(">II")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("the compiled accelerator is not built (bash scripts/setup with a C compiler)")
         return 1
+    setup_compiled(_speedups)  # wired already unless MUXSTREAM_NO_ACCEL is set
     print("| case | compiled | pure Python | Python / compiled |")
     print("|---|---|---|---|")
     for name, (compiled, python, ops) in cases(_speedups).items():

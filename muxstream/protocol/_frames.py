@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._accel import speedups
 from ._constants import (
@@ -514,8 +514,9 @@ class PyFrameDecoder:
         return WindowUpdateFrame(sid & MAX_STREAM_ID, delta & MAX_STREAM_ID)
 
 
-if speedups is not None:
-    speedups.setup_frames(
+def setup_compiled(module: Any) -> None:
+    """Hand the compiled decoder (``muxstream._speedups``) the classes it builds."""
+    module.setup_frames(
         DataFrame=DataFrame,
         SynStreamFrame=SynStreamFrame,
         SynReplyFrame=SynReplyFrame,
@@ -538,6 +539,10 @@ if speedups is not None:
         large_data=LARGE_DATA,
         direct_read=DIRECT_READ,
     )
+
+
+if speedups is not None:
+    setup_compiled(speedups)
 
 #: The frame decoder in use: the compiled twin of :class:`PyFrameDecoder` when
 #: the accelerator is active (``muxstream._accel.ACCELERATED``), else that class.
