@@ -49,7 +49,7 @@ def test_code_and_docs_cite_only_files_of_the_repository() -> None:
                    and p.is_file()]
     for path in places:
         text = path.read_text(errors="replace")
-        for name in ("ARCHITECTURE.md", "PERFORMANCE.md", "shared/STYLE.md"):
+        for name in ("ARCHITECTURE", "PERFORMANCE.md", "STYLE.md"):
             assert name not in text, f"{path} cites {name}"
 
 
@@ -96,7 +96,7 @@ def test_the_test_command_installs_the_rest_and_a_changed_pyproject_reinstalls(
     assert _run(repo, "demo").returncode == 0
     log.write_text("")
     assert _run(repo, "setup").returncode == 0
-    assert "-m pip install -qq -e .[test,bench,docs,kube]" in log.read_text().splitlines()
+    assert "-m pip install -qq -e .[test,bench,docs]" in log.read_text().splitlines()
     log.write_text("")
     assert _run(repo, "demo").stderr == ""  # the full set covers the demo
     assert "pip" not in log.read_text()
