@@ -96,7 +96,7 @@ def test_the_test_command_installs_the_rest_and_a_changed_pyproject_reinstalls(
     assert _run(repo, "demo").returncode == 0
     log.write_text("")
     assert _run(repo, "setup").returncode == 0
-    assert "-m pip install -qq -e .[test,bench,docs]" in log.read_text().splitlines()
+    assert "-m pip install -qq -e .[test,bench,docs,kube]" in log.read_text().splitlines()
     log.write_text("")
     assert _run(repo, "demo").stderr == ""  # the full set covers the demo
     assert "pip" not in log.read_text()
