@@ -23,7 +23,6 @@ from trio.lowlevel import ParkingLot
 
 from ._accept import AcceptQueue
 from ._errors import (
-    ConnectionLost,
     MuxstreamError,
     PingTimeout,
     SessionClosed,
@@ -37,7 +36,6 @@ from ._writer import Writer
 from .protocol import (
     Connection,
     LocalProtocolError,
-    RemoteProtocolError,
     Role,
     RstStatus,
     StreamState,
@@ -299,7 +297,7 @@ class SessionCore:
         """Background failure: record it, wake everyone, tear down (never raises)."""
         if self.error is None:
             self.error = exc
-            if isinstance(exc, MuxstreamError | RemoteProtocolError | ConnectionLost):
+            if isinstance(exc, MuxstreamError):
                 logger.info("session failed: %s", exc)
             else:
                 logger.error("session failed", exc_info=exc)

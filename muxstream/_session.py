@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 from trio.lowlevel import checkpoint
@@ -48,7 +48,7 @@ from ._errors import (
     SessionGoneAway,
     StreamOpenTimeout,
 )
-from ._options import DEFAULT_CLOSE_TIMEOUT, SessionOptions, SessionStatistics
+from ._options import DEFAULT_CLOSE_TIMEOUT, SessionKeywords, SessionOptions, SessionStatistics
 from ._pings import idle_watch, keepalive
 from ._stream import Stream, StreamCore
 from .protocol import GoAwayStatus, Headers, HeadersLike, Role, RstStatus, StreamState
@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "SERVER",
     "Session",
+    "SessionKeywords",
     "SessionOptions",
     "SessionStatistics",
     "open_session",
@@ -407,7 +408,12 @@ def _coerce_role(role: Role | str) -> Role:
 
 
 def start_session(
-    nursery: trio.Nursery, transport: trio.abc.Stream, *, role: Role | str, **options: Any
+    nursery: trio.Nursery,
+    transport: trio.abc.Stream,
+    *,
+    role: Role | str,
+    options: SessionOptions | None = None,
+    **keywords: Unpack[SessionKeywords],
 ) -> Session:
     """Start a session over ``transport`` with its tasks in ``nursery``; return it at once.
 
@@ -419,14 +425,18 @@ def start_session(
 
     Args: as for :func:`open_session`.
     """
-    session = Session(transport, _coerce_role(role), SessionOptions.from_kwargs(options))
+    session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     session._start(nursery)
     return session
 
 
 @asynccontextmanager
 async def open_session(
-    transport: trio.abc.Stream, *, role: Role | str, **options: Any
+    transport: trio.abc.Stream,
+    *,
+    role: Role | str,
+    options: SessionOptions | None = None,
+    **keywords: Unpack[SessionKeywords],
 ) -> AsyncIterator[Session]:
     """Run a session over ``transport`` for the duration of the ``async with``.
 
@@ -437,10 +447,14 @@ async def open_session(
         transport: any ``trio.abc.Stream`` (TCP, TLS, upgraded HTTP, WebSocket,
             memory streams). The session owns it from now on.
         role: ``CLIENT`` (odd stream ids) or ``SERVER`` (even).
-        **options: fields of :class:`SessionOptions`.
+        options: the session's tunables (default: :class:`SessionOptions`'s defaults).
+        **keywords: fields of :class:`SessionOptions`, replacing those of
+            ``options`` (``close_timeout=5``).
+
+    Raises:
+        TypeError: a keyword that is not a session option.
     """
-    opts = SessionOptions.from_kwargs(options)
-    session = Session(transport, _coerce_role(role), opts)
+    session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     async with trio.open_nursery() as nursery:
         session._start(nursery)
         try:

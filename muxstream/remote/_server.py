@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .._options import DEFAULT_CLOSE_TIMEOUT
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
 from ._auth import bearer_token_matches, exposure_problem, validate_token
 from ._backend import ExecBackend, LocalBackend
@@ -36,13 +37,12 @@ from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
 
 logger = logging.getLogger("muxstream.remote")
 
-#: Seconds a client has to send its request head (slowloris bound).
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: Seconds a client has to send its request head to this service (slowloris
+#: bound); not transport.DEFAULT_HANDSHAKE_TIMEOUT, the 10 s of the HTTP handshakes.
+DEFAULT_REQUEST_HEAD_TIMEOUT = 30.0
 #: Seconds to wait for the expected SPDY streams after the upgrade (kubelet's
 #: default stream creation timeout is 30 s).
 DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
-#: Seconds a graceful close may take.
-DEFAULT_CLOSE_TIMEOUT = 10.0
 WEBSOCKET_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 
@@ -76,7 +76,7 @@ class RemoteServerConfig:
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
     forward_host: str = "127.0.0.1"
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    handshake_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)
