@@ -3,9 +3,10 @@
 Try it:
 
     python examples/custom_backend.py                      # serve + run a client, then exit
+    export MUXSTREAM_TOKEN=$(openssl rand -hex 16)         # server and client
     python examples/custom_backend.py --serve --port 7071  # keep serving; then:
-    echo '2 ** 10' | muxstream exec -a 127.0.0.1:7071 --token s3cret -i -- calc
-    muxstream exec -a 127.0.0.1:7071 --token s3cret -it -- calc   # interactive
+    echo '2 ** 10' | muxstream exec -a 127.0.0.1:7071 -i -- calc
+    muxstream exec -a 127.0.0.1:7071 -it -- calc   # interactive
 
 No process is started and nothing touches the filesystem: the backend
 (`FunctionBackend`) hands each exec request to an async function with the
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import ast
 import operator
+import os
+import secrets
 import sys
 from collections.abc import Callable
 
@@ -96,8 +99,10 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help="serve until Ctrl-C")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", default="s3cret")
+    parser.add_argument("--token", default=os.environ.get("MUXSTREAM_TOKEN"),
+                        help="the token (default: MUXSTREAM_TOKEN, else a random one)")
     args = parser.parse_args()
+    args.token = args.token or secrets.token_urlsafe(24)
     async with FunctionBackend(calc) as backend:
         config = RemoteServerConfig(token=args.token, backend=backend)
         async with trio.open_nursery() as nursery:

@@ -2,9 +2,11 @@
 
 Try it against examples/exec_server.py:
 
-    python examples/exec_client.py --url http://127.0.0.1:7070 --token s3cret -- ls -l /
-    echo hi | python examples/exec_client.py --url http://127.0.0.1:7070 --token s3cret -i -- cat
-    python examples/exec_client.py --url http://127.0.0.1:7070 --token s3cret --transport spdy -- id
+    export MUXSTREAM_TOKEN=...   # the server's token (--token works too, but other
+                                 # local users can read a command line)
+    python examples/exec_client.py --url http://127.0.0.1:7070 -- ls -l /
+    echo hi | python examples/exec_client.py --url http://127.0.0.1:7070 -i -- cat
+    python examples/exec_client.py --url http://127.0.0.1:7070 --transport spdy -- id
 
 The remote exit code becomes this program's exit code; stdout and stderr are
 streamed as they arrive. `--transport` forces WebSocket or SPDY (default:

@@ -2,9 +2,10 @@
 
 Try it (two terminals):
 
-    python examples/exec_server.py --port 7070 --token s3cret
-    python examples/exec_client.py --url http://127.0.0.1:7070 --token s3cret -- uname -a
-    echo hello | python examples/exec_client.py --token s3cret -i -- tr a-z A-Z
+    export MUXSTREAM_TOKEN=$(openssl rand -hex 16)   # in both terminals, the same value
+    python examples/exec_server.py --port 7070
+    python examples/exec_client.py --url http://127.0.0.1:7070 -- uname -a
+    echo hello | python examples/exec_client.py -i -- tr a-z A-Z
 
 `--backend inprocess` answers with Python functions instead of processes
 (commands: `echo`, `upper`, `wc`, `exit N`): the way to build a sandbox,
@@ -14,8 +15,8 @@ The server binds 127.0.0.1 and requires the token; it prints the bound port
 
 Beyond loopback (`--host 0.0.0.0`, or any other address) the service needs TLS:
 
-    python examples/exec_server.py --host 0.0.0.0 --token s3cret --cert server.pem --key server.key
-    python examples/exec_client.py --url https://HOST:7070 --token s3cret -- uname -a
+    python examples/exec_server.py --host 0.0.0.0 --cert server.pem --key server.key
+    python examples/exec_client.py --url https://HOST:7070 -- uname -a
 
 (the client verifies the certificate against the system trust store; for a
 private CA, `SSL_CERT_FILE=ca.pem`). Behind something that already encrypts

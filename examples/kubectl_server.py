@@ -2,7 +2,8 @@
 
 Try it (TLS + token, as kubectl requires for tokens):
 
-    python examples/kubectl_server.py --port 6443 --token s3cret --tls-dir /tmp/kube-demo
+    export MUXSTREAM_TOKEN=$(openssl rand -hex 16)
+    python examples/kubectl_server.py --port 6443 --tls-dir /tmp/kube-demo
     kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec demo -- uname -a
     echo hi | kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml exec -i demo -- cat
     kubectl --kubeconfig /tmp/kube-demo/kubeconfig.yaml cp ./README.md demo:/tmp/README.copy
@@ -15,6 +16,8 @@ must be run with `--insecure-no-auth` (kubectl never sends tokens over HTTP):
 see examples/kubeconfig.yaml. The "pod" is named `demo` with container
 `main`; commands run in the server's working directory, without a shell;
 `attach` connects to a shared `cat -n` process unless `--attach` says otherwise.
+`--allow uname --allow-cp` restricts exec to `uname` plus exactly the commands
+`kubectl cp` sends (`--allow tar` is refused: tar's options run commands).
 
 Beyond loopback (`--host 10.0.0.2`, `--host 0.0.0.0`, ...) the server needs
 `--tls-dir` (the certificate and the kubeconfig then name that host; a wildcard
@@ -102,6 +105,9 @@ async def main() -> str | None:
     )
     parser.add_argument("--attach", default="cat -n", help="the process `kubectl attach` joins")
     parser.add_argument("--allow", action="append", help="allowed argv[0] (repeatable)")
+    parser.add_argument(
+        "--allow-cp", action="store_true", help="also allow exactly what kubectl cp sends"
+    )
     args = parser.parse_args()
     if args.tls_dir and not args.token:
         parser.error("--tls-dir needs --token")
@@ -112,12 +118,14 @@ async def main() -> str | None:
                 token=args.token,
                 insecure_no_auth=args.insecure_no_auth,
                 insecure_no_tls=args.insecure_no_tls,
-                allowed_commands=args.allow,
+                allowed_commands=args.allow or ([] if args.allow_cp else None),
+                allow_copy=args.allow_cp,
                 backend=backend,
                 api=KubeApi({"demo": ["main"]}),
             )
-        except ValueError as exc:  # no authentication asked for, or a malformed token
-            return f"kubectl_server: error: {exc} (here: --token, or --insecure-no-auth)"
+        except ValueError as exc:  # no authentication, a malformed token, tar in --allow
+            hint = "--allow-cp" if "allow_copy" in str(exc) else "--token, or --insecure-no-auth"
+            return f"kubectl_server: error: {exc} (here: {hint})"
         serve = functools.partial(
             serve_remote, config, args.port, host=args.host, ssl_context=context
         )

@@ -5,9 +5,10 @@ Try it:
     python examples/port_forward.py       # everything in one process, then exits
 
     # or against a running server, with the command-line tool:
-    muxstream serve --token s3cret &
+    export MUXSTREAM_TOKEN=$(openssl rand -hex 16)
+    muxstream serve &
     python -m http.server 8000 --bind 127.0.0.1 &
-    MUXSTREAM_TOKEN=s3cret muxstream port-forward 8080:8000
+    muxstream port-forward 8080:8000
     curl http://127.0.0.1:8080/
 
 Here: a "pod" service (a TCP upper-casing server on 127.0.0.1) sits behind
@@ -30,7 +31,7 @@ from muxstream.remote import (
     serve_remote,
 )
 
-TOKEN = "example-token"
+TOKEN = "example-token-0123456789"
 
 
 async def upper_service(stream: trio.SocketStream) -> None:

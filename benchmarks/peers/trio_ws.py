@@ -3,7 +3,7 @@
 The client sends binary messages, then the text message ``end``; the server answers
 ``end`` with the byte count it received (as text).  Both sides read the socket in
 ``params["receive_buffer"]`` chunks (default 256 KiB: trio-websocket's own default of
-4 KiB is several times slower, see ../shared/PERFORMANCE.md).
+4 KiB is several times slower, see docs/performance.md, rule 6).
 """
 
 from __future__ import annotations

@@ -1,48 +1,43 @@
 """Shared pieces of the ``muxstream`` command: addresses, errors, output, progress.
 
 Conventions every subcommand follows (docs/cli.md): exit 0 on success, 1 on an
-error, the remote command's code for exec/attach; an expected failure (refused
-connection, bad token, timeout, lost peer) is one readable line on stderr and
-never a traceback; ``-v`` turns on debug logging (and tracebacks).
+error, 2 on a usage error, the remote command's code for exec/attach; an expected
+failure (refused connection, bad token, timeout, lost peer) is one readable line
+on stderr (``_explain``) and never a traceback; ``-v`` shows the connection's
+phases and tracebacks, ``-vv`` the library's debug log.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
-import socket
+import signal
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import IO, Any
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
 
 import trio
-
-from .._errors import (
-    ConnectionLost,
-    MuxstreamError,
-    PingTimeout,
-    SessionClosed,
-    SessionGoneAway,
-    StreamOpenTimeout,
-    StreamResetError,
-)
-from ..protocol import RstStatus
 
 #: The port ``serve`` listens on and clients connect to unless told otherwise.
 DEFAULT_PORT = 7000
 DEFAULT_HOST = "127.0.0.1"
 ENV_ADDRESS = "MUXSTREAM_ADDRESS"
 ENV_TOKEN = "MUXSTREAM_TOKEN"
+#: The pod name `muxstream serve` serves (kubectl's NAME in exec/attach/cp/port-forward).
+DEFAULT_POD = "demo"
 
 logger = logging.getLogger("muxstream.cli")
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -67,6 +62,13 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
     text = text.strip()
     if text.isdigit():
         return Address(DEFAULT_HOST, int(text))
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        hostport = rest.split("/", 1)[0] or "HOST:PORT"
+        tls = " and --tls" if scheme.lower() in ("https", "wss") else ""
+        raise argparse.ArgumentTypeError(
+            f"bad address {text!r}: give HOST:PORT, not a URL (here: {hostport}{tls})"
+        )
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.lstrip(":")
@@ -99,12 +101,46 @@ def parse_size(text: str) -> int:
     return int(value * units[suffix])
 
 
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, stream numbers)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0 (timeouts)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of at least 0 (intervals)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """--address/--token/--tls/--cacert/--timeout, shared by every client command."""
     group = parser.add_argument_group("connection")
     group.add_argument(
-        "-a", "--address", type=parse_address,
-        default=parse_address(os.environ.get(ENV_ADDRESS) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"),
+        "-a", "--address", type=parse_address, default=None,
         help=f"server HOST:PORT (env {ENV_ADDRESS}; default {DEFAULT_HOST}:{DEFAULT_PORT})",
     )
     group.add_argument(
@@ -116,17 +152,64 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         "--cacert", metavar="FILE", help="trust this CA (PEM) for TLS; implies --tls"
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS",
-        help="connect/handshake timeout (default 10)",
+        "--timeout", type=positive_float, default=10.0, metavar="SECONDS",
+        help="bound on each phase of connecting: TCP connect, TLS handshake, upgrade "
+             "(default 10)",
     )
+
+
+def resolve_address(args: argparse.Namespace) -> None:
+    """Fill ``args.address`` when no ``-a`` was given (from ``MUXSTREAM_ADDRESS``, else
+    the default), and record where it came from in ``args.address_source``; a bad
+    ``MUXSTREAM_ADDRESS`` is an ``ArgumentTypeError`` that names the variable."""
+    if args.address is not None:
+        args.address_source = "--address"
+        return
+    text = os.environ.get(ENV_ADDRESS)
+    if text:
+        try:
+            args.address = parse_address(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{ENV_ADDRESS}: {exc}") from None
+        args.address_source, args.address_text = ENV_ADDRESS, text
+    else:
+        args.address = Address(DEFAULT_HOST, DEFAULT_PORT)
+        args.address_source = "default"
 
 
 def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.cacert:
-        return ssl.create_default_context(cafile=args.cacert)
+        check_file("--cacert", args.cacert)
+        context = ssl.create_default_context()
+        load_pem(f"--cacert {args.cacert}", context.load_verify_locations, args.cacert)
+        return context
     if args.tls:
         return ssl.create_default_context()
     return None
+
+
+def check_file(option: str, path: str) -> None:
+    """A CliError naming ``option`` and ``path`` unless ``path`` is a regular file."""
+    if not os.path.isfile(path):
+        reason = "is not a file" if os.path.exists(path) else "no such file"
+        raise CliError(f"{option} {path}: {reason}")
+
+
+def load_pem(what: str, load: Callable[..., T], *a: Any) -> T:
+    """``load(*a)``, its failure one CliError that starts with ``what`` (the options
+    and files: ssl's own errors name neither)."""
+    try:
+        return load(*a)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise CliError(f"{what}: not a usable PEM file ({reason})") from None
+
+
+def listen_error(exc: OSError, address: Address, remedy: str) -> CliError:
+    """A bind failure that names the address (the OS names neither it nor a remedy)."""
+    if exc.errno == errno.EADDRINUSE:
+        return CliError(f"cannot listen on {address}: the address is already in use ({remedy})")
+    return CliError(f"cannot listen on {address}: {exc.strerror or exc}")
 
 
 def endpoint_url(args: argparse.Namespace) -> str:
@@ -135,83 +218,101 @@ def endpoint_url(args: argparse.Namespace) -> str:
     return f"{scheme}://{host}:{args.address.port}"
 
 
-# --- errors -----------------------------------------------------------------------
+# --- running a command ------------------------------------------------------------
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for sub in exc.exceptions:
-            out.extend(_leaves(sub))
-        return out
-    return [exc]
+class Interrupted(Exception):
+    """The user pressed Ctrl-C and was told so: exit status 130, nothing more to say."""
 
 
-def root_error(exc: BaseException) -> BaseException:
-    """The exception that explains a failure, out of trio's exception groups."""
-    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
-    return leaves[0] if leaves else exc
+@dataclass
+class InterruptState:
+    """What a first Ctrl-C says and undoes; commands adjust it as they go.
+
+    ``waiting_for``: what still happens after the first Ctrl-C (bounded cleanup).
+    ``on_hard_exit``: undo at a second Ctrl-C, which leaves without cleanup
+    (restore the terminal). ``progress``: displays whose line to end first.
+    """
+
+    waiting_for: str = "closing the connection"
+    on_hard_exit: list[Callable[[], None]] = field(default_factory=list)
+    progress: list[Progress] = field(default_factory=list)
+
+    def end_lines(self) -> None:
+        for display in self.progress:
+            display.end_line()
 
 
-def _cause_text(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, StreamResetError) and cause.status == RstStatus.INVALID_CREDENTIALS:
-        return "the server refused the token"
-    if isinstance(cause, MuxstreamError | OSError):
-        return str(cause) or type(cause).__name__
-    return str(exc) or type(exc).__name__
+#: The running command's Ctrl-C state (one command per process).
+INTERRUPT = InterruptState()
 
 
-def describe(exc: BaseException) -> str | None:
-    """One line for an expected failure, or None if ``exc`` is a bug."""
-    from ..remote import CopyError, RemoteError, RemoteStatusError
-    from ..transport import HandshakeError, TransportError, UpgradeRefused
+async def run_interruptible(name: str, main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main``; the first Ctrl-C cancels it and says what remains to do, a
+    second one leaves at once (``os._exit(130)`` after ``on_hard_exit``).
 
-    if isinstance(exc, CliError):
-        return str(exc)
-    if isinstance(exc, RemoteError | UpgradeRefused):
-        status = getattr(exc, "status", 0)
-        if status == 401:
-            return "bad token: the server answered 401 Unauthorized"
-        if isinstance(exc, RemoteError):
-            return f"the server refused: {exc.message} (HTTP {status})"
-        return f"the server refused the upgrade: HTTP {status}"
-    if isinstance(exc, CopyError | RemoteStatusError):
-        return str(exc)
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name: {exc.strerror or exc}"
-    if isinstance(exc, ssl.SSLError | HandshakeError):
-        return f"TLS/handshake failed: {exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is `muxstream serve` running there?)"
-    if isinstance(exc, OSError):
-        text = str(exc)
-        if "connect" in text and "failed" in text:
-            return f"cannot connect: {text} (is `muxstream serve` running there?)"
-        return f"{exc.strerror or text}" + (f": {exc.filename}" if exc.filename else "")
-    if isinstance(exc, PingTimeout | StreamOpenTimeout):
-        return f"timed out: {exc}"
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    if isinstance(exc, trio.BrokenResourceError):
-        if isinstance(exc.__cause__, ssl.SSLError):
-            return f"TLS handshake failed: {exc.__cause__}"
-        if isinstance(exc.__cause__, SessionClosed | SessionGoneAway):
-            return f"the peer closed the session: {exc.__cause__}"
-        return f"connection lost: {_cause_text(exc)}"
-    if isinstance(exc, ConnectionLost | SessionClosed | SessionGoneAway | TransportError):
-        return f"connection lost: {exc}"
-    if isinstance(exc, StreamResetError):
-        return str(exc)
-    return None
+    Raises :class:`Interrupted` after a first Ctrl-C, once ``main``'s cleanup
+    ended (cancelled work may end in any exception: the interruption wins).
+    A command that handles SIGINT itself (port-forward, serve) opens its own
+    receiver inside, which takes precedence while it is open.
+    """
+    interrupted = False
+    result: list[int] = []
+
+    async def watch(
+        work: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()
+            await signals.__anext__()
+            interrupted = True
+            INTERRUPT.end_lines()
+            print(f"muxstream {name}: interrupted: {INTERRUPT.waiting_for}; "
+                  "press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+            work.cancel()
+            await signals.__anext__()
+            INTERRUPT.end_lines()
+            for undo in INTERRUPT.on_hard_exit:
+                with contextlib.suppress(Exception):
+                    undo()
+            print(f"muxstream {name}: stopped at once", file=sys.stderr, flush=True)
+            os._exit(130)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            work = trio.CancelScope()
+            await nursery.start(watch, work)  # the receiver is open before the work starts
+            with work:
+                result.append(await main())
+            nursery.cancel_scope.cancel()
+    except BaseException:
+        if not interrupted:
+            raise
+    if interrupted or not result:
+        raise Interrupted
+    return result[0]
 
 
 def run_command(
-    name: str, main: Callable[[], Awaitable[int]], *, verbose: bool
+    name: str,
+    main: Callable[[], Awaitable[int]],
+    *,
+    verbose: bool,
+    args: argparse.Namespace | None = None,
+    interruptible: bool = True,
 ) -> int:
-    """Run ``main`` under trio; map its failures to an exit status and one line."""
+    """Run ``main`` under trio; map its failures to an exit status and one line
+    (``args`` lets the line name what the user gave: see ``_explain``).
+    ``interruptible``: Ctrl-C as :func:`run_interruptible` (else trio's own)."""
+    from ._explain import describe, root_error
+
     try:
+        if interruptible:
+            return trio.run(run_interruptible, name, main)
         return trio.run(main)
+    except Interrupted:
+        return 130
     except KeyboardInterrupt:
         print(f"muxstream {name}: interrupted", file=sys.stderr)
         return 130
@@ -219,10 +320,12 @@ def run_command(
         if isinstance(exc, SystemExit):
             raise
         root = root_error(exc)
+        if isinstance(root, Interrupted):
+            return 130
         if isinstance(root, KeyboardInterrupt):
             print(f"muxstream {name}: interrupted", file=sys.stderr)
             return 130
-        line = describe(root)
+        line = describe(root, args)
         if line is None or verbose:
             logger.debug("failure", exc_info=exc)
         if line is None:
@@ -259,8 +362,11 @@ class Progress:
     """A progress display on stderr.
 
     On a terminal: one line redrawn in place (bar, percent, rate, ETA), at most
-    10 times a second. Elsewhere: ``mode="lines"`` prints a plain line per ~10 %,
-    ``mode="quiet"`` prints nothing (scripts and logs stay clean).
+    10 times a second. Elsewhere: ``mode="lines"`` prints a plain line per ~10 %
+    (done of total, percent, rate, ETA), ``mode="quiet"`` prints nothing (scripts
+    and logs stay clean). The clock starts at the first ``update(0)`` (the caller's
+    start of the transfer, so the rate agrees with its summary) or else at
+    creation. ``end_line()`` ends a half-drawn line before another message.
     """
 
     def __init__(
@@ -270,43 +376,52 @@ class Progress:
         *,
         mode: str = "lines",
         stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.mode = "tty" if self.tty else mode
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self._last_draw = 0.0
         self._next_decile = 1
+        self._drawn = False  # a tty line is on screen without its newline
         self.done = 0
+        INTERRUPT.progress.append(self)  # a Ctrl-C message starts on a line of its own
 
     def update(self, done: int, total: int | None = None) -> None:
+        if done == 0 and self.done == 0:
+            self.start = self.clock()  # the transfer starts now
         self.done = done
         if total is not None:
             self.total = total
         if self.mode == "tty":
-            now = time.monotonic()
+            now = self.clock()
             if now - self._last_draw >= 0.1 or (self.total and done >= self.total):
                 self._last_draw = now
                 self._draw(now)
         elif self.mode == "lines" and self.total:
             while self._next_decile <= 10 and done * 10 >= self._next_decile * self.total:
-                elapsed = max(time.monotonic() - self.start, 1e-9)
+                rate, eta = self._rate_and_eta(self.clock())
                 self.stream.write(
-                    f"{self.label}: {self._next_decile * 10:3d}%  {fmt_bytes(done)}"
-                    f"  {done / MiB / elapsed:.0f} MiB/s\n"
+                    f"{self.label}: {self._next_decile * 10:3d}%  {fmt_bytes(done)} of "
+                    f"{fmt_bytes(self.total)}  {rate / MiB:.0f} MiB/s  ETA {fmt_duration(eta)}\n"
                 )
                 self.stream.flush()
                 self._next_decile += 1
 
+    def _rate_and_eta(self, now: float) -> tuple[float, float]:
+        rate = self.done / max(now - self.start, 1e-9)
+        remaining = max((self.total or 0) - self.done, 0)
+        return rate, (remaining / rate if rate > 0 else 0.0)
+
     def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate, eta = self._rate_and_eta(now)
         if self.total:
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(frac * 24)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
             text = (
                 f"\r{self.label} [{bar:<24}] {frac * 100:5.1f}%  {fmt_bytes(self.done)}"
                 f"/{fmt_bytes(self.total)}  {rate / MiB:7.1f} MiB/s  ETA {fmt_duration(eta)} "
@@ -315,12 +430,19 @@ class Progress:
             text = f"\r{self.label} {fmt_bytes(self.done)}  {rate / MiB:7.1f} MiB/s "
         self.stream.write(text)
         self.stream.flush()
+        self._drawn = True
+
+    def end_line(self) -> None:
+        """End a half-drawn terminal line, so the next message starts on its own."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
 
     def finish(self) -> None:
         if self.mode == "tty":
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
+            self._draw(self.clock())
+            self.end_line()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -332,11 +454,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr
-    )
+def setup_logging(verbose: int, command: str = "") -> None:
+    """Log lines in the CLI's one form, ``muxstream COMMAND: ...`` on stderr.
+
+    0: warnings only; 1 (``-v``): also the connection phases (``muxstream.connect``)
+    and the CLI's own debug lines; 2 or more (``-vv``, ``-v=6``): the library's
+    whole debug log, with times and logger names.
+    """
+    prefix = f"muxstream {command}: " if command else "muxstream: "
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose >= 2:
+        handler.setFormatter(logging.Formatter(
+            f"{prefix}%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    else:
+        handler.setFormatter(_CliFormatter(prefix))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    for name in ("muxstream.connect", "muxstream.cli"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
+class _CliFormatter(logging.Formatter):
+    """``muxstream COMMAND: warning: ...`` (``-v`` lines without a level word)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        text = f"{self.prefix}{level}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def stdout_write(data: bytes | bytearray | memoryview) -> None:

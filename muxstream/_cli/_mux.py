@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
 import signal
@@ -19,6 +20,8 @@ import trio
 
 from .._session import Session
 from ._common import (
+    ENV_TOKEN,
+    INTERRUPT,
     Address,
     CliError,
     Progress,
@@ -31,6 +34,8 @@ from ._service import BulkResult, bulk_send, connect, echo
 
 #: seconds between pings while the bulk copy runs (demo and bench).
 PING_UNDER_LOAD_INTERVAL = 0.02
+#: random bytes in the token of a spawned server (32 characters of base64url).
+SPAWNED_TOKEN_BYTES = 24
 
 
 @asynccontextmanager
@@ -137,20 +142,25 @@ async def bulk_with_pings(
 
 @asynccontextmanager
 async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterator[Address]:
-    """Run ``python -m muxstream serve --port 0`` and yield its address.
+    """Run ``python -m muxstream serve --address 127.0.0.1:0`` and yield its address.
 
-    On exit it is stopped with SIGINT (its graceful shutdown) and must exit 0.
+    The token travels in the child's environment (``MUXSTREAM_TOKEN``), never on
+    its command line: every local user can read a process's argv, only its owner
+    its environment. On exit it is stopped with SIGINT (its graceful shutdown)
+    and must exit 0.
     """
     argv = [
         sys.executable, "-m", "muxstream", "serve", "--address", "127.0.0.1:0",
-        "--token", token, "--close-timeout", str(close_timeout),
+        "--close-timeout", str(close_timeout),
     ]
+    env = {**os.environ, ENV_TOKEN: token}
     # The server's own messages (its shutdown line, warnings) go to a file that is
     # shown only if something goes wrong: the demo's output stays readable.
     log = tempfile.TemporaryFile()
     process = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log
+        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log, env=env
     )
+    INTERRUPT.waiting_for = "stopping the server it started"
     try:
         assert process.stdout is not None
         banner = b""
@@ -166,9 +176,10 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
             code = await process.wait()
         if code != 0:
             raise CliError(f"the demo server exited with status {code}")
-    except BaseException:
-        log.seek(0)
-        sys.stderr.write(log.read().decode(errors="replace"))
+    except BaseException as exc:
+        if not isinstance(exc, trio.Cancelled):  # Ctrl-C: nothing went wrong there
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
         raise
     finally:
         if process.returncode is None:
@@ -185,20 +196,26 @@ def _client_args(address: Address, token: str) -> argparse.Namespace:
 
 
 async def bench_main(args: argparse.Namespace) -> int:
-    if args.suite is not None:
-        return run_suite(args.suite)
-    if args.spawn:
-        token = secrets.token_urlsafe(12)
+    # An address the user gave names their server; only with none do we spawn one.
+    spawn = args.spawn if args.spawn is not None else args.address_source == "default"
+    if spawn:
+        token = secrets.token_urlsafe(SPAWNED_TOKEN_BYTES)
         async with spawned_server(token) as address:
-            return await _bench(args, _client_args(address, token))
-    return await _bench(args, args)
+            return await _bench(args, _client_args(address, token), spawned=True)
+    return await _bench(args, args, spawned=False)
 
 
-async def _bench(args: argparse.Namespace, conn: argparse.Namespace) -> int:
+async def _bench(args: argparse.Namespace, conn: argparse.Namespace, *, spawned: bool) -> int:
+    if not args.json:
+        which = (f"a server spawned for this run on {conn.address} (give -a HOST:PORT to "
+                 "measure yours)" if spawned else f"the server at {conn.address}")
+        print(f"bench: measuring {which}", flush=True)
     progress = None if args.json else Progress("bench", args.size, mode="quiet")
     async with client_session(conn) as session:
         result, rtts = await bulk_with_pings(session, conn.token, args.size, progress)
     report: dict[str, Any] = {
+        "server": str(conn.address),
+        "server_spawned": spawned,
         "bytes": result.bytes_sent,
         "seconds": result.seconds,
         "mib_per_s": result.mib_per_s,
@@ -218,24 +235,11 @@ async def _bench(args: argparse.Namespace, conn: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def run_suite(rest: list[str]) -> int:
-    """Hand over to the repository's benchmark suite (benchmarks/run.py)."""
-    try:
-        from benchmarks import run as suite  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise CliError(
-            "the benchmark suite is not importable: run this from a clone of the "
-            "repository (python -m muxstream bench --suite ...)"
-        ) from None
-    code: int = suite.main(rest)
-    return code
-
-
 # --- demo ---------------------------------------------------------------------------
 
 
 async def demo_main(args: argparse.Namespace) -> int:
-    token = secrets.token_urlsafe(12)
+    token = secrets.token_urlsafe(SPAWNED_TOKEN_BYTES)
     say = (lambda *a, **k: None) if args.json else print
     say(f"muxstream demo: server + client on loopback, {fmt_bytes(args.size)} bulk copy",
         flush=True)

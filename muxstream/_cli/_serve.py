@@ -21,16 +21,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import ssl
+import stat
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from .._session import SERVER, Session, open_session
+from ..remote import RemoteServer
+from ..remote._allow import allow_list_problem
 from ..remote._auth import exposure_problem, validate_token
+from ..remote._kubeapi import PortRanges
+from ..remote._limits import ServiceLimits, raise_nofile_limit
+from ..remote._server import MAX_BODY_SIZE, no_auth_warning, request_refusal
 from ..transport import (
     HandshakeError,
     HTTPRequest,
@@ -38,7 +45,14 @@ from ..transport import (
     wrap_prefixed,
     wrap_tls_server,
 )
-from ._common import Address, CliError
+from ..transport._connections import (
+    ConnectionInfo,
+    current_connection,
+    peer_name,
+    serve_connections,
+    set_current_connection,
+)
+from ._common import ENV_TOKEN, Address, CliError, check_file, listen_error, load_pem
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
 
 logger = logging.getLogger("muxstream.cli")
@@ -54,15 +68,19 @@ class Server:
     def __init__(
         self,
         token: str | None,
-        remote_app: Any,
+        remote: RemoteServer,
         ssl_context: ssl.SSLContext | None,
         close_timeout: float,
     ) -> None:
         self.token = token
-        self.remote_app = remote_app
+        self.remote = remote
+        self.remote_app = remote.app
+        self.remote_config = remote.config
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
+        #: exec/attach/cp/port-forward (and API) requests being served
+        self.remote_requests = 0
         self.stopping = False
 
     async def run_session(self, transport: trio.abc.Stream, token: str | None) -> None:
@@ -73,7 +91,7 @@ class Server:
             ) as session:
                 self.sessions.add(session)
                 try:
-                    await serve_session(session, token)
+                    await serve_session(session, token, self.remote.throttle)
                 finally:
                     self.sessions.discard(session)
         except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
@@ -89,6 +107,8 @@ class Server:
             await trio.aclose_forcefully(tcp)
 
     async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
+        if current_connection() is None:  # (not under serve_connections: tests)
+            set_current_connection(ConnectionInfo(peer_name(tcp)))
         transport: trio.abc.Stream = tcp
         try:
             if self.ssl_context is not None:
@@ -109,17 +129,29 @@ class Server:
         if first[0] == _SPDY_CONTROL_BYTE:
             await self.run_session(replayed, self.token)
         else:
-            await handle_http_connection(replayed, self.app)
+            await handle_http_connection(replayed, self.app, max_body_size=MAX_BODY_SIZE)
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
-            await self.remote_app(request)
+            self.remote_requests += 1  # counted for the shutdown line
+            try:
+                await self.remote_app(request)
+            finally:
+                self.remote_requests -= 1
+            return
+        refusal = request_refusal(self.remote_config, request)
+        if refusal is not None:
+            await request.respond(refusal.status, [("content-type", "application/json")],
+                                  refusal.body)
             return
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.
         if not authorized(self.token, values[0] if len(values) == 1 else None):
-            await request.respond(401, [("content-type", "text/plain")], b"bad token\n")
+            await self.remote.refuse_credentials(request)
             return
+        connection = current_connection()
+        if connection is not None:
+            connection.mark_authenticated()
         if request.is_websocket:
             protocol = request.negotiate_subprotocol([WEBSOCKET_SUBPROTOCOL])
             try:
@@ -143,20 +175,72 @@ class Server:
 
 
 def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context for ``--cert``/``--key``; a missing or unusable file is a
+    CliError that names the option and the file."""
     if not args.cert:
+        if args.key:
+            raise CliError(f"--key {args.key} needs --cert (the certificate chain)")
         return None
+    check_file("--cert", args.cert)
+    if args.key:
+        check_file("--key", args.key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.cert, args.key)
+    what = f"--cert {args.cert}" + (f" with --key {args.key}" if args.key else "")
+    load_pem(what, context.load_cert_chain, args.cert, args.key)
     return context
+
+
+#: Permission bits of a --token-file that refuse it: anyone beyond its owner and
+#: group may read or write it (a token readable by every local user is no secret).
+TOKEN_FILE_FORBIDDEN_MODE = 0o007
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (its first line, surrounding whitespace removed).
+
+    Raises CliError if the file cannot be read, is empty, or is readable or
+    writable by users other than its owner and group.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & TOKEN_FILE_FORBIDDEN_MODE:
+                raise CliError(
+                    f"--token-file {path}: other users can access it (mode "
+                    f"{stat.S_IMODE(mode):o}); run chmod 600 {path}"
+                )
+            token = file.readline().strip()
+    except OSError as exc:
+        raise CliError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise CliError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The token serve uses: ``--token``, ``--token-file`` or ``MUXSTREAM_TOKEN``
+    (giving both flags is refused). Sets ``args.token``."""
+    if args.token and args.token_file:
+        raise CliError("give one of --token and --token-file, not both")
+    if args.token:
+        pass
+    elif args.token_file:
+        args.token = read_token_file(args.token_file)
+    else:
+        args.token = os.environ.get(ENV_TOKEN) or None
+    token: str | None = args.token
+    return token
 
 
 def check_serve_args(args: argparse.Namespace) -> None:
     """Refuse, before anything binds, what the security policy forbids.
 
-    Raises CliError (one line, exit status 1) for ``--insecure-no-auth`` on an
-    address that is not loopback, for no ``--cert`` on such an address without
-    ``--insecure-no-tls``, and for a token that is not visible ASCII.
+    Resolves the token first (:func:`resolve_token`). Raises CliError (one line,
+    exit status 1) for ``--insecure-no-auth`` on an address that is not
+    loopback, for no ``--cert`` on such an address without ``--insecure-no-tls``,
+    for a token that is not visible ASCII, and for an unusable ``--token-file``.
     """
+    resolve_token(args)
     host = args.address.host
     problem = exposure_problem(
         host,
@@ -176,17 +260,57 @@ def check_serve_args(args: argparse.Namespace) -> None:
             "--insecure-no-tls if something else encrypts the traffic (tokens would "
             "cross the network in clear text)"
         )
+    refused = allow_list_problem(args.allow)
+    if refused is not None:
+        raise CliError(f"--allow: {refused}; for cp and kubectl cp, use --allow-cp instead")
     if args.token:
         try:
             validate_token(args.token)
         except ValueError as exc:
-            raise CliError(f"bad --token/MUXSTREAM_TOKEN: {exc}") from None
+            raise CliError(f"bad --token/--token-file/{ENV_TOKEN}: {exc}") from None
+
+
+async def listen(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    address: Address,
+    limits: ServiceLimits,
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Bind ``address`` and serve connections under ``limits`` (like trio.serve_tcp)."""
+    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    await serve_connections(
+        handler, listeners, limits.connection_limits(),
+        handler_nursery=handler_nursery, task_status=task_status,
+    )
+
+
+def port_forward_enabled(args: argparse.Namespace) -> bool:
+    """Whether serve offers port-forward: not with ``--no-port-forward``, and not
+    when ``--allow`` or ``--allow-cp`` restricts exec but no ``--allow-port``
+    names a port (a restricted service must not reach every local port by
+    default)."""
+    if args.no_port_forward:
+        return False
+    return not ((args.allow or args.allow_cp) and not args.allow_port)
 
 
 async def serve_main(args: argparse.Namespace) -> int:
-    from ..remote import LocalBackend, RemoteServer, RemoteServerConfig
+    from ..remote import LocalBackend, RemoteServerConfig
 
+    token_on_argv = bool(args.token)
     check_serve_args(args)
+    raise_nofile_limit()
+    if token_on_argv:
+        print(
+            "muxstream serve: warning: --token on the command line is visible to every "
+            f"local user (ps, /proc); prefer {ENV_TOKEN} or --token-file",
+            file=sys.stderr, flush=True,
+        )
+    # The audit trail (one line per exec, attach and forwarded connection) is
+    # shown at the default verbosity, unlike other INFO lines.
+    logging.getLogger("muxstream.audit").setLevel(logging.INFO)
     address: Address = args.address
     token: str | None = args.token
     if not token and not args.insecure_no_auth:
@@ -199,22 +323,33 @@ async def serve_main(args: argparse.Namespace) -> int:
             token=token,
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,
-            allowed_commands=args.allow,
+            allowed_origins=args.allow_origin or (),
+            # --allow-cp alone is an allow-list too: nothing but the copy commands.
+            allowed_commands=args.allow or ([] if args.allow_cp else None),
+            allow_copy=args.allow_cp,
+            allowed_ports=PortRanges(args.allow_port) if args.allow_port else None,
+            port_forward=port_forward_enabled(args),
             backend=backend,
             close_timeout=args.close_timeout,
         )
         remote = RemoteServer(config, backend)
-        server = Server(token, remote.app, ssl_context, args.close_timeout)
+        server = Server(token, remote, ssl_context, args.close_timeout)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
-                    listeners = await listening.start(
-                        lambda task_status: trio.serve_tcp(
-                            server.handle_tcp, address.port, host=address.host,
-                            handler_nursery=connections, task_status=task_status,
+                    try:
+                        listeners = await listening.start(
+                            listen, server.handle_tcp, address, config.limits, connections
                         )
-                    )
+                    except OSError as exc:
+                        raise listen_error(
+                            exc, address, "another muxstream serve? pick another port with "
+                            "-a HOST:PORT, or port 0 for a free one") from None
                     port = listeners[0].socket.getsockname()[1]
+                    if not token:
+                        where = f"{address.host}:{port}"
+                        print(f"muxstream serve: warning: {no_auth_warning(where)}",
+                              file=sys.stderr, flush=True)
                     scheme = "tls" if ssl_context else "tcp"
                     print(
                         f"muxstream serve: listening on {address.host}:{port} ({scheme}; "
@@ -225,7 +360,9 @@ async def serve_main(args: argparse.Namespace) -> int:
                     async for signum in signals:
                         print(
                             f"muxstream serve: {signal.Signals(signum).name}: closing "
-                            f"{len(server.sessions)} session(s) gracefully",
+                            f"{len(server.sessions)} session(s) gracefully, ending "
+                            f"{server.remote_requests} exec/attach/cp/port-forward "
+                            "connection(s)",
                             file=sys.stderr, flush=True,
                         )
                         listening.cancel_scope.cancel()

@@ -33,17 +33,24 @@ from .. import __version__
 from .._session import CLIENT, Session, open_session
 from .._stream import Stream
 from ..protocol import RstStatus
-from ..remote._auth import bearer_token_matches
+from ..remote._auth import AuthThrottle, bearer_token_matches, peer_host
 from ..remote._client import close_as_eof
+from ..transport._connections import current_connection, current_peer
 from ._common import Address, BadToken, CliError, MiB
+from ._explain import HelloTimeout
 
 logger = logging.getLogger("muxstream.cli")
+#: The client's connection phases, at DEBUG (``muxstream -v`` shows them).
+trace = logging.getLogger("muxstream.connect")
 
 SERVICES = ("hello", "echo", "sink")
+#: Streams with bad credentials a raw session may open before it is closed (a
+#: client with the token needs none; a guesser then pays for a new connection).
+MAX_AUTH_FAILURES_PER_SESSION = 3
 #: The HTTP path the server upgrades (SPDY/3.1 or WebSocket) to a muxstream session.
 MUX_PATH = "/muxstream"
 WEBSOCKET_SUBPROTOCOL = "muxstream"
-#: One receive's size on the service side: large reads (PERFORMANCE.md point 1).
+#: One receive's size on the service side: large reads (docs/performance.md, rule 1).
 CHUNK = 1 << 20
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -60,22 +67,42 @@ def authorized(token: str | None, presented: str | None) -> bool:
 # --- server side --------------------------------------------------------------------
 
 
-async def serve_session(session: Session, token: str | None) -> None:
+async def serve_session(
+    session: Session, token: str | None, throttle: AuthThrottle | None = None
+) -> None:
     """Serve every stream the peer opens until it goes away.
 
     ``token=None`` means the connection was already authenticated (HTTP) or the
-    server runs without a token.
+    server runs without a token. A stream with bad credentials is reset
+    ``INVALID_CREDENTIALS`` (after the ``throttle``'s delay for its address);
+    after MAX_AUTH_FAILURES_PER_SESSION of them the session ends. The first
+    good stream marks the connection authenticated.
     """
+    failures = 0
     async with trio.open_nursery() as nursery:
         async for stream in session:
-            nursery.start_soon(_serve_stream, stream, token)
+            if authorized(token, stream.headers.get("authorization")):
+                connection = current_connection()
+                if connection is not None:
+                    connection.mark_authenticated()
+                nursery.start_soon(_serve_stream, stream)
+                continue
+            failures += 1
+            peer = current_peer()
+            delay = throttle.failed(peer_host(peer), trio.current_time()) if throttle else 0.0
+            logger.warning(
+                "stream %d from %s: bad token; reset INVALID_CREDENTIALS%s",
+                stream.stream_id, peer, f" after {delay:.1f} s" if delay else "",
+            )
+            await trio.sleep(delay)
+            stream.reset(RstStatus.INVALID_CREDENTIALS)
+            if failures >= MAX_AUTH_FAILURES_PER_SESSION:
+                logger.warning("closing the session from %s after %d bad tokens", peer, failures)
+                break
+        nursery.cancel_scope.cancel()
 
 
-async def _serve_stream(stream: Stream, token: str | None) -> None:
-    if not authorized(token, stream.headers.get("authorization")):
-        logger.info("stream %d: bad token; reset INVALID_CREDENTIALS", stream.stream_id)
-        stream.reset(RstStatus.INVALID_CREDENTIALS)
-        return
+async def _serve_stream(stream: Stream) -> None:
     service = stream.headers.get("service", "")
     try:
         if service == "hello":
@@ -126,35 +153,41 @@ async def connect(
     """A client session to a ``muxstream serve``, authenticated by a hello stream.
 
     ``transport`` is ``tcp`` (a raw session), ``upgrade`` (HTTP/1.1 Upgrade to
-    SPDY/3.1 on ``/muxstream``) or ``websocket``. Raises :class:`BadToken` if the
-    server refuses the token.
+    SPDY/3.1 on ``/muxstream``) or ``websocket``. ``timeout`` bounds each phase
+    on its own: TCP connect, TLS handshake, HTTP upgrade, the hello. Raises
+    :class:`BadToken` if the server refuses the token, :class:`CliError` if it
+    does not answer the hello.
     """
-    headers = [("authorization", f"Bearer {token}")] if token else []
-    from ..transport import open_upgraded_stream, open_websocket_stream
+    from ..transport import wrap_upgrade_client, wrap_websocket_client
+    from ..transport._http import host_header
     from ..transport._tls import connect as connect_transport
 
-    stream: trio.abc.Stream
-    with trio.fail_after(timeout):
-        if transport == "websocket":
-            stream = await open_websocket_stream(
-                address.host, address.port, MUX_PATH,
-                subprotocols=[WEBSOCKET_SUBPROTOCOL], headers=headers,
-                ssl_context=ssl_context, handshake_timeout=timeout,
-            )
-        elif transport == "upgrade":
-            stream, _response = await open_upgraded_stream(
-                address.host, address.port, MUX_PATH, method="POST", headers=headers,
-                ssl_context=ssl_context, handshake_timeout=timeout,
-            )
-        else:
-            stream = await connect_transport(
-                address.host, address.port, ssl_context=ssl_context, handshake_timeout=timeout
-            )
+    headers = [("authorization", f"Bearer {token}")] if token else []
+    stream = await connect_transport(
+        address.host, address.port, ssl_context=ssl_context,
+        connect_timeout=timeout, handshake_timeout=timeout,
+    )
+    host = host_header(address.host, address.port, ssl_context is not None)
+    if transport == "websocket":
+        trace.debug("upgrade to WebSocket on %s, offering %s", MUX_PATH, WEBSOCKET_SUBPROTOCOL)
+        stream = await wrap_websocket_client(
+            stream, MUX_PATH, host=host, subprotocols=[WEBSOCKET_SUBPROTOCOL],
+            headers=headers, handshake_timeout=timeout,
+        )
+    elif transport == "upgrade":
+        trace.debug("upgrade to SPDY/3.1 on %s", MUX_PATH)
+        stream, _response = await wrap_upgrade_client(
+            stream, MUX_PATH, host=host, method="POST", headers=headers,
+            handshake_timeout=timeout,
+        )
+    over = "TLS" if ssl_context is not None else "TCP"
+    trace.debug("SPDY/3.1 session over %s", over if transport == "tcp" else f"{transport}, {over}")
     # A transport that cannot half-close (TLS) would leave both ends waiting for
     # the other's EOF until close_timeout; as the client we end the connection at
     # that point instead, as client-go does (nothing we owe is lost by then).
     async with open_session(close_as_eof(stream), role=CLIENT, **options) as session:
-        await hello(session, token, timeout=timeout)
+        document = await hello(session, token, timeout=timeout)
+        trace.debug("hello: %s %s", document.get("server"), document.get("version"))
         yield session
 
 
@@ -188,12 +221,14 @@ def _map_refusal(exc: trio.BrokenResourceError) -> BaseException:
 
 
 async def hello(session: Session, token: str | None, *, timeout: float = 10.0) -> dict[str, Any]:
-    """Open the hello stream; returns the server's document. Raises BadToken."""
+    """Open the hello stream; returns the server's document. Raises BadToken, and
+    HelloTimeout when no answer comes within ``timeout``."""
     try:
-        with trio.fail_after(timeout):
+        with trio.move_on_after(timeout):
             stream = await session.open_stream(_auth_headers("hello", token), end_stream=True)
             async with stream:
                 return await _read_json(stream)
+        raise HelloTimeout(f"no answer to the hello within {timeout:g} s")
     except trio.BrokenResourceError as exc:
         mapped = _map_refusal(exc)
         if mapped is exc:
@@ -249,6 +284,8 @@ async def bulk_send(
     digest = hashlib.sha256()
     stream = await session.open_stream(_auth_headers("sink", token))
     start = trio.current_time()
+    if progress is not None:
+        progress(0)  # starts the display's clock with ours: its rate agrees with the result
     sent = 0
     index = 0
     async with stream:

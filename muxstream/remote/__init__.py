@@ -7,7 +7,8 @@ enough of the Kubernetes API for a stock ``kubectl``. Backends
 :class:`ExecBackend`) decide what actually runs.
 
 Client: :func:`run_remote`, :func:`open_remote_process`, :func:`port_forward`,
-:func:`copy_to_remote`, :func:`copy_from_remote`.
+:func:`copy_to_remote`, :func:`copy_from_remote` (verified copies through a
+temporary name, with resume).
 
 Protocol facts and the threat model: docs/kubernetes.md.
 """
@@ -35,9 +36,10 @@ from ._client import (
     open_remote_process,
     run_remote,
 )
-from ._copy import CopyError, copy_from_remote, copy_to_remote
+from ._copy import CopyError, CopyResult, copy_from_remote, copy_to_remote
 from ._forward import ForwardedStream, PortForwarder, open_port_forward, port_forward
 from ._kubeapi import KubeApi
+from ._limits import ServiceLimits
 from ._server import RemoteServer, RemoteServerConfig, bound_port, serve_remote
 from ._status import ExitStatus, RemoteStatusError, TerminalSize
 
@@ -48,6 +50,7 @@ __all__ = [
     "STREAM_PROTOCOL_V5",
     "Channel",
     "CopyError",
+    "CopyResult",
     "ExecBackend",
     "ExecRequest",
     "ExitStatus",
@@ -64,6 +67,7 @@ __all__ = [
     "RemoteServer",
     "RemoteServerConfig",
     "RemoteStatusError",
+    "ServiceLimits",
     "StreamType",
     "TerminalSize",
     "bound_port",

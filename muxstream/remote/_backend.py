@@ -27,6 +27,7 @@ from typing import Protocol
 import trio
 
 from ._pipe import open_pipe
+from ._spawn import kill_group, spawn, wait_for_exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,11 @@ class ProcessHandle(Protocol):
 
     async def wait(self) -> int: ...
 
-    def kill(self) -> None: ...
+    def kill(self) -> None:
+        """End the command and everything it started. Never blocks; also called
+        after :meth:`wait` returned (to end what the command left behind), so it
+        must be harmless then."""
+        ...
 
 
 class ExecBackend(Protocol):
@@ -135,23 +140,34 @@ class _PtyStdin(trio.abc.SendStream):
         await self._fd_stream.aclose()
 
 
+#: What a command never inherits from the server's environment: the server's own
+#: token (``muxstream serve`` reads it from there; ``exec -- env`` must not print it).
+SCRUBBED_ENVIRONMENT = frozenset({"MUXSTREAM_TOKEN"})
+
+
+def inherited_environment() -> dict[str, str]:
+    """The server's environment without :data:`SCRUBBED_ENVIRONMENT`."""
+    return {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENVIRONMENT}
+
+
 class LocalProcess:
-    """A local subprocess (see :class:`ProcessHandle`)."""
+    """A local subprocess (see :class:`ProcessHandle`), started by
+    :func:`start_local_process`."""
 
     stdin: trio.abc.SendStream | None
     stdout: trio.abc.ReceiveStream | None
     stderr: trio.abc.ReceiveStream | None
 
-    def __init__(self, process: trio.Process, master_fd: int | None) -> None:
-        self._process = process
+    def __init__(self, popen: subprocess.Popen[bytes], master_fd: int | None) -> None:
+        self._popen = popen
         self._master_fd = master_fd
-        self.stdin = process.stdin
-        self.stdout = process.stdout
-        self.stderr = process.stderr
+        self.stdin = None
+        self.stdout = None
+        self.stderr = None
 
     @property
     def pid(self) -> int:
-        return self._process.pid
+        return self._popen.pid
 
     async def resize(self, width: int, height: int) -> None:
         """Set the pty size (TIOCSWINSZ; the kernel signals SIGWINCH). No-op without a TTY."""
@@ -162,7 +178,7 @@ class LocalProcess:
                 fcntl.ioctl(self._master_fd, termios.TIOCSWINSZ, winsize)
 
     async def wait(self) -> int:
-        status = await self._process.wait()
+        status = await wait_for_exit(self._popen)
         if self._master_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._master_fd)
@@ -171,17 +187,12 @@ class LocalProcess:
 
     def kill(self) -> None:
         """SIGKILL the command's whole process group (it leads its own group),
-        so a shell's children do not outlive a client that went away."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if self._process.returncode is None:
-                os.killpg(self._process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self._process.kill()
-
-
-def _become_tty_leader() -> None:  # runs in the child, between fork and exec
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        whether or not the leader is still running: what a shell started in the
+        background must not outlive a client that went away."""
+        kill_group(self._popen.pid)
+        if self._popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._popen.kill()
 
 
 async def start_local_process(
@@ -195,41 +206,55 @@ async def start_local_process(
     With ``request.tty`` the child gets a new session whose controlling terminal
     is a fresh pty; stdout carries the terminal output and stderr is None.
     The command leads a new process group (a new session with a TTY), so
-    :meth:`LocalProcess.kill` ends its children too.
+    :meth:`LocalProcess.kill` ends its children too, and it is killed if the
+    server dies (``_spawn``). Without ``env`` it gets the server's environment
+    minus :data:`SCRUBBED_ENVIRONMENT`.
     Raises OSError (e.g. FileNotFoundError) if the program cannot start.
     """
     if not request.command:
         raise ValueError("empty command")
     argv = list(request.command)
+    if env is None:
+        env = inherited_environment()
+    await trio.lowlevel.checkpoint()
     if not request.tty:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.PIPE if request.stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if request.stdout else subprocess.DEVNULL,
-            stderr=subprocess.PIPE if request.stderr else subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
-            process_group=0,  # its own group: kill() reaches its children too
-        )
-        _widen_pipes(process.stdin, process.stdout, process.stderr)
-        return LocalProcess(process, None)
+        # (our end, the child's end) per requested stream; O_CLOEXEC pipes, so
+        # no other command inherits our ends.
+        pipes: list[tuple[int, int] | None] = [None, None, None]
+        try:
+            if request.stdin:
+                read_end, write_end = os.pipe()
+                pipes[0] = (write_end, read_end)
+            for index, wanted in ((1, request.stdout), (2, request.stderr)):
+                if wanted:
+                    pipes[index] = os.pipe()
+            child = [p[1] if p is not None else subprocess.DEVNULL for p in pipes]
+            popen = spawn(argv, stdin=child[0], stdout=child[1], stderr=child[2],
+                          cwd=cwd, env=env, tty=False)
+        except BaseException:
+            for pair in pipes:
+                if pair is not None:
+                    os.close(pair[0])
+            raise
+        finally:
+            for pair in pipes:
+                if pair is not None:
+                    os.close(pair[1])
+        handle = LocalProcess(popen, None)
+        ours = [trio.lowlevel.FdStream(p[0]) if p is not None else None for p in pipes]
+        handle.stdin, handle.stdout, handle.stderr = ours
+        _widen_pipes(*ours)
+        return handle
     master, slave = os.openpty()
     try:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            cwd=cwd,
-            env=env,
-            preexec_fn=_become_tty_leader,
-        )
+        popen = spawn(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                      tty=True)
     except BaseException:
         os.close(master)
         raise
     finally:
         os.close(slave)
-    handle = LocalProcess(process, master)
+    handle = LocalProcess(popen, master)
     handle.stdout = _PtyReceiveStream(trio.lowlevel.FdStream(os.dup(master)))
     handle.stdin = _PtyStdin(trio.lowlevel.FdStream(os.dup(master))) if request.stdin else None
     handle.stderr = None
@@ -296,18 +321,31 @@ class _AttachHandle:
         self.stdin = _AttachedStdin(target) if request.stdin else None
         self.stdout = receive
         self.stderr = None
+        self._detached = trio.Event()
 
     async def resize(self, width: int, height: int) -> None:
         await self._target.process.resize(width, height)
 
     async def wait(self) -> int:
-        await self._target.exited.wait()
-        return self._target.returncode
+        """The shared process's exit code once it exits, or 128+SIGKILL as soon
+        as this client detached (its session must not wait for the process)."""
+        async with trio.open_nursery() as nursery:
+            for event in (self._target.exited, self._detached):
+                nursery.start_soon(_set_when, event, nursery.cancel_scope)
+        if self._target.exited.is_set():
+            return self._target.returncode
+        return 128 + signal.SIGKILL
 
     def kill(self) -> None:
         # Detach only: the shared process outlives one client.
         self._target.subscribers.discard(self._send)
         self._send.close_sync()
+        self._detached.set()
+
+
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import logging
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Sequence
@@ -45,17 +45,25 @@ from ._pipe import PipeSendStream, open_pipe
 from ._status import decode_status, encode_resize
 
 Transport = Literal["auto", "websocket", "spdy"]
+_KIND_NAMES = {"websocket": "WebSocket", "spdy": "SPDY/3.1"}
+#: Each connection phase is told here at DEBUG (``muxstream -v`` shows them).
+logger = logging.getLogger("muxstream.connect")
 WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class RemoteError(Exception):
-    """The endpoint refused the request (HTTP status and the Status message)."""
+    """The endpoint refused the request (HTTP status and the Status message).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``reason`` is the Status document's reason (``"Forbidden"``, ``"NotFound"``...),
+    empty when the answer was not a Status.
+    """
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,9 @@ class RemoteEndpoint:
 
     ``ssl_context`` defaults to the system trust store for https URLs; pass one
     with ``load_cert_chain`` for client-certificate authentication.
+    ``connect_timeout`` bounds each phase of connecting on its own: the TCP
+    connect (``ConnectTimeout``), the TLS handshake (``TLSHandshakeTimeout``) and
+    the HTTP upgrade (``HandshakeTimeout``), all from ``muxstream.transport``.
     """
 
     url: str
@@ -91,24 +102,27 @@ class RemoteEndpoint:
         context = None
         if split.scheme == "https":
             context = self.ssl_context or ssl.create_default_context()
-        # One bound for TCP connect and TLS handshake together (TooSlowError);
-        # a cancelled handshake still closes the socket.
-        with trio.fail_after(self.connect_timeout):
-            stream = await connect(
-                split.hostname,
-                port,
-                ssl_context=context,
-                https_compatible=True,  # API servers may close without close_notify
-                handshake_timeout=math.inf,
-            )
+        stream = await connect(
+            split.hostname,
+            port,
+            ssl_context=context,
+            https_compatible=True,  # API servers may close without close_notify
+            connect_timeout=self.connect_timeout,
+            handshake_timeout=self.connect_timeout,
+        )
         return stream, split.netloc
 
 
 def _refusal(refused: UpgradeRefused) -> RemoteError:
     message = refused.body.decode("utf-8", "replace").strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        message = json.loads(refused.body)["message"]
-    return RemoteError(refused.status, message or f"HTTP {refused.status} {refused.reason}")
+    reason = ""
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        document = json.loads(refused.body)
+        reason = str(document.get("reason") or "")
+        message = document["message"]
+    return RemoteError(
+        refused.status, message or f"HTTP {refused.status} {refused.reason}", reason
+    )
 
 
 async def upgrade(
@@ -131,6 +145,8 @@ async def upgrade(
     refusal: RemoteError | None = None
     for kind in order:
         stream, host = await endpoint.connect()
+        offered = websocket_protocols if kind == "websocket" else spdy_protocols
+        logger.debug("upgrade to %s, offering %s", _KIND_NAMES[kind], ", ".join(offered))
         try:
             if kind == "websocket":
                 websocket = await wrap_websocket_client(
@@ -139,7 +155,9 @@ async def upgrade(
                     host=host,
                     subprotocols=websocket_protocols,
                     headers=endpoint.headers(),
+                    handshake_timeout=endpoint.connect_timeout,
                 )
+                logger.debug("upgraded to WebSocket, protocol %s", websocket.subprotocol)
                 return kind, websocket.subprotocol or "", websocket
             upgraded, response = await wrap_upgrade_client(
                 stream,
@@ -148,10 +166,14 @@ async def upgrade(
                 method="POST",
                 protocols=spdy_protocols,
                 headers=endpoint.headers(),
+                handshake_timeout=endpoint.connect_timeout,
             )
+            logger.debug("upgraded to SPDY/3.1, protocol %s", response.protocol)
             return kind, response.protocol or "", upgraded
         except UpgradeRefused as refused:
             refusal = _refusal(refused)
+            logger.debug("%s refused: HTTP %s %s", _KIND_NAMES[kind], refused.status,
+                         refusal.message)
     assert refusal is not None
     raise refusal
 
@@ -366,6 +388,10 @@ def exec_target(
     ):
         if flag:
             query.append((name, "true"))
+        elif name == "stdout":
+            # Said explicitly: an absent stdout reads as true on some servers
+            # (ours, for kubectl's sake), which would then send output back.
+            query.append((name, "false"))
     return endpoint.path(pod, "attach" if attach else "exec") + "?" + urlencode(query)
 
 

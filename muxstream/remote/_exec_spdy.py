@@ -86,7 +86,7 @@ async def serve_exec_spdy(
         transport,
         role=muxstream.SERVER,
         close_timeout=config.close_timeout,
-        **config.session_options,
+        **config.session_kwargs(),
     ) as session:
         try:
             streams = await _collect_streams(session, expected, config.stream_creation_timeout)

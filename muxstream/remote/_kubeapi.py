@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -156,13 +156,68 @@ class SubresourceRequest:
         )
 
     def ports(self) -> list[int]:
-        """Ports named in the query (``ports=``), informational for port-forward."""
+        """Ports named in the query (``ports=``, comma-separated), informational for
+        port-forward. Call :meth:`ports_error` first: invalid ones are skipped."""
         result = []
         for value in self.query.get("ports", ()):
             for part in value.split(","):
-                if part.strip().isdigit():
-                    result.append(int(part))
+                port = parse_port(part)
+                if port is not None:
+                    result.append(port)
         return result
+
+    def ports_error(self) -> str | None:
+        """Why this port-forward query's ``ports=`` is malformed, or None."""
+        for value in self.query.get("ports", ()):
+            for part in value.split(","):
+                if parse_port(part) is None:
+                    return f"invalid port {part[:16]!r}: must be 1-65535 in ASCII digits"
+        return None
+
+
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def parse_port(text: str) -> int | None:
+    """``text`` as a TCP port (1-65535), or None. Strict: ASCII digits only, as
+    kubelet's ``strconv.ParseUint`` reads them: no sign, space, underscore or
+    other scripts' digits (Python's ``int`` takes ``+7199``, `` 7199``,
+    ``7_199`` and Arabic-Indic digits; ``str.isdigit`` is true for ``²``)."""
+    if not text or len(text) > 10 or not set(text) <= _ASCII_DIGITS:
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``PORT`` or ``LOW-HIGH`` as an inclusive (low, high); ValueError otherwise."""
+    low_text, dash, high_text = text.partition("-")
+    low, high = parse_port(low_text), parse_port(high_text if dash else low_text)
+    if low is None or high is None or low > high:
+        raise ValueError(f"{text!r} is not a port (1-65535) or a range LOW-HIGH")
+    return low, high
+
+
+class PortRanges(Collection[int]):
+    """The ports of some inclusive ranges (``allowed_ports`` for ``--allow-port``),
+    without listing each port."""
+
+    def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
+        self.ranges = tuple(sorted(ranges))
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and any(low <= port <= high for low, high in self.ranges)
+
+    def __iter__(self) -> Iterator[int]:
+        for port in range(1, 65536):
+            if port in self:
+                yield port
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"PortRanges({list(self.ranges)!r})"
 
 
 class KubeApi:

@@ -19,22 +19,30 @@ import trio
 
 import muxstream
 
+from ..transport._connections import current_peer
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
+from ._kubeapi import parse_port
+from ._limits import Slots
 
 if TYPE_CHECKING:
     from ._server import RemoteServerConfig
 
 logger = logging.getLogger("muxstream.remote")
+audit = logging.getLogger("muxstream.audit")
 
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 COPY_SIZE = 256 * 1024
 
 
-async def _copy(source: trio.abc.ReceiveStream, sink: trio.abc.HalfCloseableStream) -> None:
-    """Copy to EOF, then half-close ``sink``. Errors end the copy quietly."""
+async def _copy(
+    source: trio.abc.ReceiveStream, sink: trio.abc.HalfCloseableStream, counted: list[int]
+) -> None:
+    """Copy to EOF, then half-close ``sink``; adds what it copied to
+    ``counted[0]``. Errors end the copy quietly."""
     with contextlib.suppress(*_GONE, OSError):
         while data := await source.receive_some(COPY_SIZE):
             await sink.send_all(data)
+            counted[0] += len(data)
         await sink.send_eof()
 
 
@@ -46,16 +54,14 @@ async def _forward(
 ) -> None:
     port_text = data.headers.get(PORT_HEADER, "")
     reason: str | None = None
-    try:
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ValueError(port_text)
-    except ValueError:
-        reason = f"invalid port {port_text!r}"
-        port = 0
+    port = parse_port(port_text) or 0
+    if not port:
+        reason = f"invalid port {port_text[:16]!r}"
     if reason is None and config.allowed_ports is not None and port not in config.allowed_ports:
         reason = "port is not allowed"
     target: trio.SocketStream | None = None
+    started = trio.current_time()
+    to_target, from_target = [0], [0]
     if reason is None:
         try:
             target = await trio.open_tcp_stream(config.forward_host, port)
@@ -64,8 +70,8 @@ async def _forward(
     try:
         if target is not None:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_copy, data, target)
-                await _copy(target, data)
+                nursery.start_soon(_copy, data, target, to_target)
+                await _copy(target, data, from_target)
                 # The target is done sending; the client resets data once it has
                 # read everything, which ends the other copy.
         if reason is not None:
@@ -80,17 +86,67 @@ async def _forward(
         await error.aclose()
         if target is not None:
             await target.aclose()
+        audit.info(
+            "port-forward peer=%s pod=%s port=%r to_port_bytes=%d from_port_bytes=%d "
+            "result=%s seconds=%.3f",
+            current_peer(), pod, port_text[:16], to_target[0], from_target[0],
+            "ok" if reason is None else repr(reason), trio.current_time() - started,
+        )
+
+
+async def _refuse(error: muxstream.Stream, data: muxstream.Stream, message: str) -> None:
+    logger.warning("%s", message)
+    with contextlib.suppress(*_GONE):
+        await error.send_all(message.encode())
+        await error.send_eof()
+    await data.aclose()
+    await error.aclose()
 
 
 async def serve_port_forward_session(
-    transport: trio.abc.Stream, config: RemoteServerConfig, pod: str
+    transport: trio.abc.Stream,
+    config: RemoteServerConfig,
+    pod: str,
+    forwards: Slots | None = None,
 ) -> None:
-    """Serve port-forward streams on ``transport`` until the client closes it."""
+    """Serve port-forward streams on ``transport`` until the client closes it.
+
+    At most ``config.limits.max_forwards_per_session`` forwarded connections
+    at once here, and none beyond what ``forwards`` (the server's count) has
+    room for: a connection over either limit gets an error and is closed.
+    """
+    if forwards is None:
+        forwards = Slots(config.limits.max_forwards)
+    here = Slots(config.limits.max_forwards_per_session)
+
+    async def forward(error: muxstream.Stream, data: muxstream.Stream) -> None:
+        if not here.acquire():
+            message = (
+                f"error forwarding to pod {pod}: too many forwarded connections in this "
+                f"session (limit {here.capacity})"
+            )
+            await _refuse(error, data, message)
+            return
+        try:
+            if not forwards.acquire():
+                message = (
+                    f"error forwarding to pod {pod}: too many forwarded connections on "
+                    f"this server (limit {forwards.capacity})"
+                )
+                await _refuse(error, data, message)
+                return
+            try:
+                await _forward(error, data, config, pod)
+            finally:
+                forwards.release()
+        finally:
+            here.release()
+
     async with muxstream.open_session(
         transport,
         role=muxstream.SERVER,
         close_timeout=config.close_timeout,
-        **config.session_options,
+        **config.session_kwargs(),
     ) as session:
         # request id -> (the streams so far, the scope of its expiry timer)
         pending: dict[str, tuple[dict[str, muxstream.Stream], trio.CancelScope]] = {}
@@ -130,10 +186,6 @@ async def serve_port_forward_session(
                         del pending[request_id]
                         scope.cancel()
                         nursery.start_soon(
-                            _forward,
-                            streams[StreamType.ERROR],
-                            streams[StreamType.DATA],
-                            config,
-                            pod,
+                            forward, streams[StreamType.ERROR], streams[StreamType.DATA]
                         )
             nursery.cancel_scope.cancel()

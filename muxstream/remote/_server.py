@@ -7,7 +7,8 @@ otherwise, refuses to listen beyond loopback without TLS (unless
 (SHA-256 digests compared in constant time, ``_auth``) or a verified TLS client
 certificate, and answers 401/403/400 before any process starts or any upgrade
 happens. Commands run without a shell (argv as given, no expansion);
-``allowed_commands`` restricts argv[0]; ``allowed_ports`` restricts
+``allowed_commands`` restricts argv[0] (``allow_copy`` adds the exact argv
+shapes cp needs, ``_allow``); ``allowed_ports`` restricts
 port-forward targets. kubectl only sends bearer tokens over TLS, so serving
 kubectl with a token means serving TLS.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -25,7 +27,15 @@ import trio
 
 from .._options import DEFAULT_CLOSE_TIMEOUT
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
-from ._auth import bearer_token_matches, exposure_problem, validate_token
+from ..transport._connections import current_connection, current_peer
+from ._allow import allow_list_problem, command_refusal
+from ._auth import (
+    bearer_token_matches,
+    browser_refusal,
+    exposure_problem,
+    peer_host,
+    validate_token,
+)
 from ._backend import ExecBackend, LocalBackend
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
@@ -34,6 +44,7 @@ from ._channels import (
 )
 from ._exec_ws import serve_exec_websocket
 from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
+from ._limits import SERVICE_SESSION_OPTIONS, ServiceLimits, Slots
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -44,6 +55,10 @@ DEFAULT_REQUEST_HEAD_TIMEOUT = 30.0
 #: default stream creation timeout is 30 s).
 DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
 WEBSOCKET_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+#: Request body bytes the service reads: none. The API answers GET and upgrades
+#: only, so any body is refused (413) before a byte of it is read, whoever sent
+#: it: a body can never cost memory before authentication.
+MAX_BODY_SIZE = 0
 
 
 @dataclass
@@ -60,19 +75,36 @@ class RemoteServerConfig:
       insecure_no_tls: let :func:`serve_remote` listen beyond loopback without
         TLS (tokens then cross the network in clear text: only behind something
         that encrypts, such as a TLS-terminating proxy or a VPN).
-      allowed_commands: if set, exec is refused (403) unless argv[0] is listed.
-      allowed_ports: if set, port-forward is refused unless the port is listed.
+      allowed_origins: the ``Origin`` values (``scheme://host[:port]``) of web
+        pages allowed to use this server; any other request carrying an
+        ``Origin`` is refused (403), whatever the auth mode. kubectl and the
+        Python clients send none; browsers always do.
+      allowed_commands: if set, exec is refused (403) unless argv[0] is listed
+        (with any arguments). ``tar`` and ``find`` cannot be listed (ValueError):
+        their options run other commands; use ``allow_copy``.
+      allow_copy: with ``allowed_commands``, also admit exactly the argv shapes
+        that ``muxstream cp`` and ``kubectl cp`` send (tar, find, sha256sum...
+        with checked operands; docs/cli.md, "Copy under an allow-list"), so
+        copies work under an allow-list without allowing those programs.
+      allowed_ports: if set, port-forward is refused unless the port is listed
+        (the ``ports=`` of the request and each forwarded connection's port).
+      port_forward: False refuses every port-forward request (403).
       backend: runs the commands; a :class:`LocalBackend` by default.
       api: the fake Kubernetes API (pods and containers kubectl may address).
       forward_host: where port-forward connects (the "pod" network).
+      limits: connections, processes, forwarded sockets, the auth deadline and
+        throttle (:class:`ServiceLimits`; defaults fit a 1024-descriptor process).
     """
 
     token: str | None = None
     client_certs: bool = False
     insecure_no_auth: bool = False
     insecure_no_tls: bool = False
+    allowed_origins: Collection[str] = ()
     allowed_commands: Collection[str] | None = None
+    allow_copy: bool = False
     allowed_ports: Collection[int] | None = None
+    port_forward: bool = True
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
     forward_host: str = "127.0.0.1"
@@ -80,6 +112,12 @@ class RemoteServerConfig:
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """Options of each exec/port-forward session: the service's memory budget
+        (``SERVICE_SESSION_OPTIONS``) overridden by ``session_options``."""
+        return {**SERVICE_SESSION_OPTIONS, **self.session_options}
 
     def __post_init__(self) -> None:
         if not (self.token or self.client_certs or self.insecure_no_auth):
@@ -89,6 +127,9 @@ class RemoteServerConfig:
             )
         if self.token is not None:
             validate_token(self.token)
+        problem = allow_list_problem(self.allowed_commands)
+        if problem is not None:
+            raise ValueError(f"{problem}; for cp under an allow-list, set allow_copy=True")
 
 
 def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
@@ -101,6 +142,37 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
         # counts): refuse rather than pick one.
         return len(values) == 1 and bearer_token_matches(config.token, values[0])
     return False
+
+
+def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResponse | None:
+    """The 403 for a request a web page may have made (``_auth.browser_refusal``),
+    logged in one line; None if the request may go on to authentication."""
+    problem = browser_refusal(
+        request.headers.get_all("origin"),
+        request.headers.get_all("host"),
+        allowed_origins=config.allowed_origins,
+        no_auth=config.insecure_no_auth,
+    )
+    if problem is None:
+        return None
+    logger.warning(
+        "refused %s %s from %s: %s", request.method, request.path, current_peer(), problem
+    )
+    return ApiResponse(403, status_body(403, "Forbidden", problem))
+
+
+def no_auth_warning(where: str) -> str:
+    """The one line said at start-up when a server runs without authentication."""
+    try:
+        import pwd
+
+        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    except (ImportError, KeyError):
+        user = "this user"
+    return (
+        f"no authentication on {where}: every local user (and every program on this "
+        f"machine) can run commands as {user} through it"
+    )
 
 
 async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
@@ -121,21 +193,33 @@ class RemoteServer:
     def __init__(self, config: RemoteServerConfig, backend: ExecBackend) -> None:
         self.config = config
         self.backend = backend
+        self.throttle = config.limits.throttle()
+        #: exec sessions running (each runs one command); attach joins a shared one.
+        self.processes = Slots(config.limits.max_processes)
+        #: forwarded connections open, over every port-forward session.
+        self.forwards = Slots(config.limits.max_forwards)
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve HTTP requests on ``stream`` until it closes (closes it on return)."""
         await handle_http_connection(
-            stream, self.app, handshake_timeout=self.config.handshake_timeout
+            stream,
+            self.app,
+            handshake_timeout=self.config.handshake_timeout,
+            max_body_size=MAX_BODY_SIZE,
         )
 
     async def app(self, request: HTTPRequest) -> None:
         """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
-        if not _authorized(self.config, request):
-            logger.info("refused unauthenticated %s %s", request.method, request.target)
-            await _answer(
-                request, ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized"))
-            )
+        refusal = request_refusal(self.config, request)
+        if refusal is not None:
+            await _answer(request, refusal)
             return
+        if not _authorized(self.config, request):
+            await self.refuse_credentials(request)
+            return
+        connection = current_connection()
+        if connection is not None:
+            connection.mark_authenticated()
         target = self.config.api.parse_subresource(request.target)
         if target is None:
             await _answer(request, self.config.api.respond(request.method, request.target))
@@ -147,13 +231,47 @@ class RemoteServer:
         if refusal is not None:
             await _answer(request, refusal)
             return
-        if request.is_websocket:
-            await self._websocket(request, target)
-        elif request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1"):
-            await self._spdy(request, target)
-        else:
+        if not request.is_websocket and not (
+            request.is_upgrade and request.headers.has_token("upgrade", "spdy/3.1")
+        ):
             message = "Upgrade request required"
             await _answer(request, ApiResponse(400, status_body(400, "BadRequest", message)))
+            return
+        counts_as_process = target.kind == "exec"
+        if counts_as_process and not self.processes.acquire():
+            logger.warning(
+                "refused exec from %s: %d commands (the limit) are running",
+                current_peer(), self.processes.capacity,
+            )
+            message = f"too many commands running (limit {self.processes.capacity})"
+            await _answer(request, ApiResponse(429, status_body(429, "TooManyRequests", message)))
+            return
+        try:
+            if request.is_websocket:
+                await self._websocket(request, target)
+            else:
+                await self._spdy(request, target)
+        finally:
+            if counts_as_process:
+                self.processes.release()
+
+    async def refuse_credentials(self, request: HTTPRequest) -> None:
+        """Answer 401 and close the connection (one try per connection), after a
+        delay if the peer's address keeps failing (:class:`_auth.AuthThrottle`);
+        one WARNING line (credentials in the target are redacted)."""
+        peer = current_peer()
+        delay = self.throttle.failed(peer_host(peer), trio.current_time())
+        logger.warning(
+            "refused %s %s from %s: missing or wrong credentials%s",
+            request.method, request.target, peer,
+            f"; answer held {delay:.1f} s (repeated failures)" if delay else "",
+        )
+        await trio.sleep(delay)
+        await _answer(
+            request,
+            ApiResponse(401, status_body(401, "Unauthorized", "Unauthorized")),
+            connection="close",
+        )
 
     def _policy_refusal(self, target: SubresourceRequest) -> ApiResponse | None:
         """400 for a malformed query, 403 for what the policy forbids, else None."""
@@ -168,16 +286,21 @@ class RemoteServer:
                 return ApiResponse(
                     400, status_body(400, "BadRequest", "you must specify at least 1 command")
                 )
-            allowed = self.config.allowed_commands
-            if allowed is not None and command[0] not in allowed:
-                logger.warning("refused command %r", command)
-                return ApiResponse(
-                    403,
-                    status_body(403, "Forbidden", f"command {command[0]!r} is not allowed"),
-                )
-        if target.kind == "portforward" and self.config.allowed_ports is not None:
-            ports = target.ports()
-            if any(p not in self.config.allowed_ports for p in ports):
+            reason = command_refusal(
+                command, self.config.allowed_commands, allow_copy=self.config.allow_copy
+            )
+            if reason is not None:
+                logger.warning("refused command %r from %s: %s", command, current_peer(), reason)
+                return ApiResponse(403, status_body(403, "Forbidden", reason))
+        if target.kind == "portforward":
+            if not self.config.port_forward:
+                message = "port-forward is disabled on this server"
+                return ApiResponse(403, status_body(403, "Forbidden", message))
+            problem = target.ports_error()
+            if problem is not None:
+                return ApiResponse(400, status_body(400, "BadRequest", problem))
+            ports = self.config.allowed_ports
+            if ports is not None and any(p not in ports for p in target.ports()):
                 return ApiResponse(403, status_body(403, "Forbidden", "port is not allowed"))
         return None
 
@@ -205,7 +328,7 @@ class RemoteServer:
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_session(websocket, self.config, target.pod)
+            await serve_port_forward_session(websocket, self.config, target.pod, self.forwards)
         else:
             await serve_exec_websocket(websocket, protocol, target.exec_request(), self.backend)
 
@@ -235,7 +358,7 @@ class RemoteServer:
         if target.kind == "portforward":
             from ._portforward import serve_port_forward_session
 
-            await serve_port_forward_session(stream, self.config, target.pod)
+            await serve_port_forward_session(stream, self.config, target.pod, self.forwards)
         else:
             from ._exec_spdy import serve_exec_spdy
 
@@ -286,6 +409,8 @@ async def serve_remote(
         ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED
     ):
         raise ValueError("client_certs=True needs an ssl_context with verify_mode=CERT_REQUIRED")
+    if config.insecure_no_auth:
+        logger.warning("%s", no_auth_warning(f"{host}:{port}"))
     async with contextlib.AsyncExitStack() as stack:
         backend = config.backend
         if backend is None:
@@ -297,6 +422,8 @@ async def serve_remote(
             host=host,
             ssl_context=ssl_context,
             handshake_timeout=config.handshake_timeout,
+            max_body_size=MAX_BODY_SIZE,
+            connection_limits=config.limits.connection_limits(),
             task_status=task_status,
         )
 

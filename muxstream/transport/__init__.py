@@ -15,8 +15,11 @@ See docs/transports.md.
 """
 
 from ._errors import (
+    ConnectTimeout,
     HandshakeError,
+    HandshakeNoAnswer,
     HandshakeTimeout,
+    TLSHandshakeTimeout,
     TransportError,
     UpgradeRefused,
     WebSocketClosedError,
@@ -55,13 +58,16 @@ __all__ = [
     "DEFAULT_WEBSOCKET_CLOSE_TIMEOUT",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
+    "ConnectTimeout",
     "HTTPApp",
     "HTTPHeaders",
     "HTTPRequest",
     "HandshakeError",
+    "HandshakeNoAnswer",
     "HandshakeTimeout",
     "HeadersLike",
     "PrefixedStream",
+    "TLSHandshakeTimeout",
     "TransportError",
     "UpgradeRefused",
     "UpgradeResponse",

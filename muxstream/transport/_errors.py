@@ -5,8 +5,11 @@ Who is at fault decides the class:
 * :class:`HandshakeError` and its subclasses: the HTTP handshake (Upgrade or
   WebSocket opening handshake) did not produce a usable stream.
   :class:`UpgradeRefused` is the peer's considered "no" (a real HTTP status);
-  :class:`HandshakeTimeout` is silence; plain :class:`HandshakeError` is a
-  malformed or unacceptable answer.
+  :class:`HandshakeTimeout` is silence (:class:`TLSHandshakeTimeout` in the TLS
+  handshake); :class:`HandshakeNoAnswer` is a connection ended before any HTTP
+  answer, or answered in TLS; plain :class:`HandshakeError` is a malformed or
+  unacceptable answer.
+* :class:`ConnectTimeout`: the TCP connect itself did not complete in time.
 * :class:`WebSocketProtocolError`: the peer broke RFC 6455 (or our limits) after
   the handshake; ``code`` is the close code we sent back.
 * :class:`WebSocketClosedError`: the peer ended the WebSocket abnormally (a close
@@ -18,12 +21,17 @@ chained (``from``) to one of the two WebSocket errors above.
 
 from __future__ import annotations
 
+import trio
+
 from .._errors import MuxstreamError
 from ._headers import HTTPHeaders
 
 __all__ = [
+    "ConnectTimeout",
     "HandshakeError",
+    "HandshakeNoAnswer",
     "HandshakeTimeout",
+    "TLSHandshakeTimeout",
     "TransportError",
     "UpgradeRefused",
     "WebSocketClosedError",
@@ -45,8 +53,32 @@ class HandshakeError(TransportError):
     """
 
 
-class HandshakeTimeout(HandshakeError):
-    """The peer did not complete the handshake within the handshake timeout."""
+class HandshakeTimeout(HandshakeError, trio.TooSlowError):
+    """The peer did not complete the handshake within the handshake timeout (a
+    ``trio.TooSlowError`` too, as every muxstream timeout is)."""
+
+
+class TLSHandshakeTimeout(HandshakeTimeout):
+    """The TLS handshake did not complete within the handshake timeout (a peer that
+    does not speak TLS often just waits)."""
+
+
+class HandshakeNoAnswer(HandshakeError):
+    """The server ended the connection before any HTTP answer, or answered in TLS.
+
+    Attributes:
+        tls: True if its first bytes were a TLS record: the server expects a TLS
+            client. A server that expects TLS and reads plain text may also just
+            close, so a plain-text client should suspect TLS either way.
+    """
+
+    def __init__(self, message: str, *, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
+
+
+class ConnectTimeout(TransportError, trio.TooSlowError):
+    """The TCP connection was not established within the connect timeout."""
 
 
 class UpgradeRefused(HandshakeError):

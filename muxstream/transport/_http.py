@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from ._errors import HandshakeError, HandshakeTimeout, UpgradeRefused
+from ._errors import HandshakeError, HandshakeNoAnswer, HandshakeTimeout, UpgradeRefused
 from ._headers import HeadersLike, HTTPHeaders
 
 __all__ = [
@@ -97,18 +97,25 @@ async def client_handshake(
         UpgradeRefused: any final (non-1xx) response; its body is read up to
             ``MAX_REFUSAL_BODY`` bytes.
         HandshakeTimeout: nothing complete within *timeout* seconds.
+        HandshakeNoAnswer: the connection ended or broke before any answer,
+            or the answer was TLS (a TLS server talked to in plain text).
         HandshakeError: malformed or oversized response, or the connection
             ended or broke mid-handshake.
     The stream is left open in every case; the caller decides its fate.
     """
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
+    answered = False
     with trio.move_on_after(timeout):
         try:
             await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(HANDSHAKE_RECEIVE_SIZE)))
+                    data = bytes(await stream.receive_some(HANDSHAKE_RECEIVE_SIZE))
+                    if not answered:
+                        _check_first_answer(data)
+                    answered = True
+                    conn.receive_data(data)
                 elif isinstance(event, h11.InformationalResponse):
                     if event.status_code == 101:
                         response = UpgradeResponse(
@@ -125,8 +132,24 @@ async def client_handshake(
         except h11.RemoteProtocolError as exc:
             raise HandshakeError(f"malformed HTTP response: {exc}") from exc
         except trio.BrokenResourceError as exc:
+            if not answered:
+                raise HandshakeNoAnswer(
+                    "the connection broke before the server answered the handshake"
+                ) from exc
             raise HandshakeError("connection broken during the handshake") from exc
     raise HandshakeTimeout(f"no handshake response within {timeout} s")
+
+
+#: First bytes of a TLS record: content type (alert 21 or handshake 22), major version 3.
+_TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")
+
+
+def _check_first_answer(data: bytes) -> None:
+    """Name the two answers that are not HTTP at all: none, and TLS."""
+    if not data:
+        raise HandshakeNoAnswer("the server closed the connection without answering")
+    if data.startswith(_TLS_RECORD_STARTS):
+        raise HandshakeNoAnswer("the server answered in TLS: it expects a TLS client", tls=True)
 
 
 async def _refusal(

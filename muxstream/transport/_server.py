@@ -25,6 +25,14 @@ from urllib.parse import parse_qs
 import h11
 import trio
 
+from ._connections import (
+    ConnectionInfo,
+    ConnectionLimits,
+    current_connection,
+    peer_name,
+    serve_connections,
+    set_current_connection,
+)
 from ._errors import HandshakeError
 from ._headers import HeadersLike, HTTPHeaders, negotiate_protocol
 from ._http import (
@@ -329,6 +337,9 @@ class _Connection:
                 self.conn.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 request = event
+                if _declared_length(event) > self.max_body_size:
+                    # Refused before reading any of it (nor sending 100 Continue).
+                    raise _Refuse(413, f"request body larger than {self.max_body_size} bytes")
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.max_body_size:
@@ -380,6 +391,14 @@ class _Connection:
             await self.send_response(refusal.status, headers, body)
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+def _declared_length(request: h11.Request) -> int:
+    """The request's Content-Length (h11 has checked it is one number), else 0."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
 
 
 def _expects_continue(request: h11.Request) -> bool:
@@ -486,6 +505,7 @@ async def serve_http(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    connection_limits: ConnectionLimits | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on *host*:*port* and serve every connection with *app*; runs until cancelled.
@@ -493,10 +513,15 @@ async def serve_http(
     Like ``trio.serve_tcp``: ``await nursery.start(serve_http, app, 0)`` returns
     the listeners (port 0 picks a free port). With *ssl_context* every connection
     first completes a TLS handshake (``wrap_tls_server``; failures just close the
-    connection). Other arguments: see :func:`handle_http_connection`.
+    connection). With *connection_limits* connections are bounded before and
+    after authentication (:func:`serve_connections`; *app* marks a connection
+    authenticated through ``current_connection()``). Other arguments: see
+    :func:`handle_http_connection`.
     """
 
     async def handler(stream: trio.SocketStream) -> None:
+        if current_connection() is None:
+            set_current_connection(ConnectionInfo(peer_name(stream)))
         transport: trio.abc.Stream = stream
         if ssl_context is not None:
             try:
@@ -513,5 +538,9 @@ async def serve_http(
             max_body_size=max_body_size,
         )
 
-    await trio.serve_tcp(handler, port, host=host, task_status=task_status)
-    raise AssertionError("trio.serve_tcp returned")  # pragma: no cover
+    if connection_limits is None:
+        await trio.serve_tcp(handler, port, host=host, task_status=task_status)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        await serve_connections(handler, listeners, connection_limits, task_status=task_status)
+    raise AssertionError("the accept loop returned")  # pragma: no cover

@@ -14,16 +14,21 @@ never mistaken for a clean end.
 
 from __future__ import annotations
 
+import logging
+import math
 import ssl
 from typing import Any
 
 import trio
 
-from ._errors import HandshakeTimeout
+from ._errors import ConnectTimeout, TLSHandshakeTimeout
 
 __all__ = ["DEFAULT_TLS_HANDSHAKE_TIMEOUT", "open_tls_stream", "wrap_tls_server"]
 
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds; same bound as the HTTP handshake
+
+#: The client's connection phases (TCP, TLS, HTTP upgrade) are told here, at DEBUG.
+logger = logging.getLogger("muxstream.connect")
 
 
 async def open_tls_stream(
@@ -52,20 +57,18 @@ async def open_tls_stream(
         OSError: the TCP connection failed.
         trio.BrokenResourceError: the TLS handshake failed (chained to the
             ``ssl.SSLError``, e.g. ``ssl.SSLCertVerificationError``).
-        HandshakeTimeout: no handshake within *handshake_timeout*.
+        TLSHandshakeTimeout: no handshake within *handshake_timeout* (a
+            :class:`HandshakeTimeout`).
         On any error or cancellation the socket is closed.
     """
-    if ssl_context is None:
-        ssl_context = ssl.create_default_context()
-    tcp = await trio.open_tcp_stream(host, port)
-    tls = trio.SSLStream(
+    tcp = await _open_tcp(host, port, math.inf)
+    return await _tls_client(
         tcp,
-        ssl_context,
-        server_hostname=server_hostname if server_hostname is not None else host,
-        https_compatible=https_compatible,
+        ssl_context if ssl_context is not None else ssl.create_default_context(),
+        server_hostname if server_hostname is not None else host,
+        https_compatible,
+        handshake_timeout,
     )
-    await _handshake(tls, handshake_timeout)
-    return tls
 
 
 async def connect(
@@ -76,13 +79,15 @@ async def connect(
     server_hostname: str | None = None,
     https_compatible: bool = False,
     handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    connect_timeout: float = math.inf,
 ) -> trio.abc.Stream:
     """Connect over TCP, and over TLS on top of it when *ssl_context* is given.
 
     The client side shared by the connecting helpers (upgrade, WebSocket,
     ``open_tcp_session``, the CLI client, ``remote.RemoteEndpoint``): plain
     ``trio.open_tcp_stream`` without a context, :func:`open_tls_stream` with one
-    (TLS is opt-in here, unlike there).
+    (TLS is opt-in here, unlike there). Each phase is logged at DEBUG level on
+    the ``muxstream.connect`` logger (address, TLS version and cipher).
 
     Args:
         host, port: where to connect.
@@ -92,31 +97,69 @@ async def connect(
         https_compatible: passed to ``trio.SSLStream`` (True where the peer may
             close without ``close_notify``, as HTTPS servers do). Ignored without
             *ssl_context*.
-        handshake_timeout: bound on the TLS handshake, in seconds (the TCP
-            connect is bounded only by the OS, as ``trio.open_tcp_stream`` is).
+        handshake_timeout: bound on the TLS handshake, in seconds.
             ``math.inf`` leaves the bound to an enclosing cancel scope, which
             then cancels the handshake and still closes the socket.
+        connect_timeout: bound on the TCP connect (name resolution included),
+            in seconds; by default only the OS bounds it, as it does
+            ``trio.open_tcp_stream``.
 
     Returns:
         A ``trio.SocketStream`` (half-closeable) or a handshaken
         ``trio.SSLStream``; the caller owns it.
 
     Raises:
-        OSError: the TCP connection failed.
+        OSError: the TCP connection failed (``socket.gaierror``: the name did
+            not resolve).
+        ConnectTimeout: no TCP connection within *connect_timeout*.
         trio.BrokenResourceError: the TLS handshake failed.
-        HandshakeTimeout: no TLS handshake within *handshake_timeout*.
+        TLSHandshakeTimeout: no TLS handshake within *handshake_timeout*.
         On any error or cancellation the socket is closed.
     """
+    tcp = await _open_tcp(host, port, connect_timeout)
     if ssl_context is None:
-        return await trio.open_tcp_stream(host, port)
-    return await open_tls_stream(
-        host,
-        port,
+        return tcp
+    return await _tls_client(
+        tcp,
         ssl_context,
-        server_hostname=server_hostname,
-        https_compatible=https_compatible,
-        handshake_timeout=handshake_timeout,
+        server_hostname if server_hostname is not None else host,
+        https_compatible,
+        handshake_timeout,
     )
+
+
+async def _open_tcp(host: str, port: int, timeout: float) -> trio.SocketStream:
+    logger.debug("connecting to %s:%s (TCP)", host, port)
+    start = trio.current_time()
+    with trio.move_on_after(timeout) as scope:
+        tcp = await trio.open_tcp_stream(host, port)
+    if scope.cancelled_caught:
+        raise ConnectTimeout(f"TCP connect to {host}:{port} not completed within {timeout} s")
+    if logger.isEnabledFor(logging.DEBUG):
+        peer = tcp.socket.getpeername()
+        logger.debug("connected to %s port %s in %.1f ms", peer[0], peer[1],
+                     (trio.current_time() - start) * 1000)
+    return tcp
+
+
+async def _tls_client(
+    tcp: trio.SocketStream,
+    context: ssl.SSLContext,
+    server_hostname: str,
+    https_compatible: bool,
+    timeout: float,
+) -> trio.SSLStream[trio.SocketStream]:
+    tls = trio.SSLStream(
+        tcp, context, server_hostname=server_hostname, https_compatible=https_compatible
+    )
+    start = trio.current_time()
+    await _handshake(tls, timeout)
+    if logger.isEnabledFor(logging.DEBUG):
+        cipher = tls.cipher()
+        logger.debug("TLS handshake done in %.1f ms: %s, %s, certificate verified for %s",
+                     (trio.current_time() - start) * 1000, tls.version(),
+                     cipher[0] if cipher else "?", server_hostname)
+    return tls
 
 
 async def wrap_tls_server(
@@ -142,7 +185,7 @@ async def wrap_tls_server(
     Raises:
         trio.BrokenResourceError: the handshake failed (chained to the
             ``ssl.SSLError``).
-        HandshakeTimeout: the client did not finish within *handshake_timeout*.
+        TLSHandshakeTimeout: the client did not finish within *handshake_timeout*.
         On any error or cancellation *stream* is closed.
     """
     tls = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=https_compatible)
@@ -159,4 +202,4 @@ async def _handshake(tls: trio.SSLStream[Any], timeout: float) -> None:
         raise
     if scope.cancelled_caught:
         await trio.aclose_forcefully(tls.transport_stream)
-        raise HandshakeTimeout(f"TLS handshake not completed within {timeout} s")
+        raise TLSHandshakeTimeout(f"TLS handshake not completed within {timeout} s")

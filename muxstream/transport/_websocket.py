@@ -68,7 +68,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes; bounds receive_message's buffer
 DEFAULT_SEND_MESSAGE_SIZE = 256 * 1024  # bytes per message send_all emits; under every
 # common peer limit (trio-websocket's is 1 MiB) and large enough to amortise wsproto
-DEFAULT_RECEIVE_SIZE = 256 * 1024  # bytes per transport read; see PERFORMANCE.md
+DEFAULT_RECEIVE_SIZE = 256 * 1024  # bytes per transport read (docs/performance.md, rule 6)
 DEFAULT_WEBSOCKET_CLOSE_TIMEOUT = 10.0  # seconds for the closing handshake (as a session's close)
 
 _NORMAL_CLOSE_CODES = frozenset({CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-TOKEN = "cli-test-token"
+TOKEN = "cli-test-token-0123456789"
 #: seconds any single CLI invocation may take before the test fails.
 TIMEOUT = 60
 
@@ -130,7 +131,8 @@ def free_port() -> int:
 
 
 class CuttingProxy:
-    """A TCP proxy that forwards ``limit`` bytes one way, then resets both sides.
+    """A TCP proxy that forwards ``limit`` bytes one way, then resets both sides
+    (or, with ``stall``, stops forwarding that way and holds the connection).
 
     ``limit`` counts client->server bytes, or server->client with ``downstream``.
 
@@ -138,10 +140,13 @@ class CuttingProxy:
     closed gracefully, both sockets are aborted with RST.
     """
 
-    def __init__(self, upstream_port: int, limit: int, *, downstream: bool = False) -> None:
+    def __init__(
+        self, upstream_port: int, limit: int, *, downstream: bool = False, stall: bool = False
+    ) -> None:
         self.upstream_port = upstream_port
         self.downstream = downstream
         self.limit = limit
+        self.stall = stall
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.cut = threading.Event()
@@ -166,6 +171,9 @@ class CuttingProxy:
         try:
             while data := src.recv(65536):
                 if counted and forwarded + len(data) > self.limit:
+                    if self.stall:  # a link that hangs: stop forwarding, close nothing
+                        self.cut.set()
+                        return
                     self._abort(src, dst)
                     return
                 dst.sendall(data)
@@ -185,3 +193,48 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+class StallingProxy:
+    """A TCP proxy that forwards ``limit`` bytes client -> server, then stops
+    forwarding that way (server -> client still flows) without closing anything:
+    a server that stopped reading, so an upload hangs mid-flight."""
+
+    def __init__(self, upstream_port: int, limit: int) -> None:
+        self.upstream_port = upstream_port
+        self.limit = limit
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.stalled = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        forwarded = 0
+        try:
+            while data := src.recv(65536):
+                if counted and forwarded + len(data) > self.limit:
+                    self.stalled.set()
+                    return  # stop reading: the client's sends back up and block
+                dst.sendall(data)
+                forwarded += len(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()

@@ -16,10 +16,12 @@ from .conftest import (
 )
 
 
-def assert_one_line_error(result: object, command: str, *needles: str) -> str:
+def assert_one_line_error(
+    result: object, command: str, *needles: str, status: int = 1
+) -> str:
     returncode = result.returncode  # type: ignore[attr-defined]
     stderr = result.stderr.decode()  # type: ignore[attr-defined]
-    assert returncode == 1, stderr
+    assert returncode == status, stderr
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -44,7 +46,7 @@ def test_unresolvable_host_is_one_line() -> None:
 
 def test_malformed_address_is_a_one_line_usage_error() -> None:
     result = muxstream("echo", "-a", "localhost:http", env=cli_env())
-    assert_one_line_error(result, "echo", "bad address")
+    assert_one_line_error(result, "echo", "bad address", status=2)
 
 
 def test_bad_token_is_one_line_on_every_transport(server: Served) -> None:
@@ -113,13 +115,17 @@ def test_peer_gone_mid_cp_download(  # type: ignore[no-untyped-def]
 def test_peer_gone_mid_cp_upload(server: Served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "big.bin"
     source.write_bytes(b"\x5a" * (32 << 20))
+    (tmp_path / "dest").mkdir()
     proxy = CuttingProxy(server.port, limit=2 << 20)
     try:
         result = muxstream(
-            "cp", str(source), f":{tmp_path / 'copy.bin'}", "-a", f"127.0.0.1:{proxy.port}",
+            "cp", str(source), f":{tmp_path}/dest/copy.bin", "-a", f"127.0.0.1:{proxy.port}",
             env=client_env(server),
         )
     finally:
         proxy.close()
     assert proxy.cut.is_set()
-    assert_one_line_error(result, "cp", "connection lost")
+    # No partial file under the final name, nor a temporary one left behind; and
+    # the error line says so.
+    assert_one_line_error(result, "cp", "connection lost", "removed the temporary file")
+    assert list((tmp_path / "dest").iterdir()) == []

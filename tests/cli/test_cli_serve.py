@@ -38,7 +38,7 @@ def test_sigint_closes_live_sessions_gracefully_and_exits_0() -> None:
         client.kill()
     assert client.returncode == 1
     lines = err.decode().strip().splitlines()
-    assert lines == [lines[0]] and "the peer closed the session" in lines[0], lines
+    assert lines == ["muxstream ping: error: the server closed the session"], lines
 
 
 def test_sigterm_without_sessions_exits_0() -> None:
@@ -55,7 +55,8 @@ def test_serve_without_a_token_generates_one() -> None:
         env = cli_env(MUXSTREAM_ADDRESS=served.address, MUXSTREAM_TOKEN=token)
         assert muxstream("ping", "-c", "1", env=env).returncode == 0
         refused = muxstream("ping", "-c", "1", env=cli_env(MUXSTREAM_ADDRESS=served.address))
-        assert refused.returncode == 1 and b"bad token" in refused.stderr
+        assert refused.returncode == 1
+        assert b"no token given: set MUXSTREAM_TOKEN or --token" in refused.stderr
     finally:
         stop_server(served)
 

@@ -28,7 +28,7 @@ import trustme
 from muxstream.remote import _server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-TOKEN = "example-token"
+TOKEN = "example-token-0123456789"
 TIMEOUT = 60
 NO_TLS = "refusing to serve without TLS on host="
 NO_AUTH = "refusing to serve without authentication on host="

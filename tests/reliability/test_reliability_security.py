@@ -20,14 +20,10 @@ import dataclasses
 import functools
 import hmac
 import os
-import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import pytest
 import trio
@@ -38,141 +34,31 @@ from muxstream._cli import _serve, _service, build_parser
 from muxstream._cli._common import CliError
 from muxstream.protocol import RstStatus
 from muxstream.remote import (
-    ExecRequest,
     KubeApi,
-    LocalBackend,
-    ProcessHandle,
     RemoteEndpoint,
-    RemoteServer,
     RemoteServerConfig,
+    ServiceLimits,
     _auth,
     _server,
-    bound_port,
     serve_remote,
 )
 from muxstream.remote._client import run_remote
 from muxstream.remote._kubeapi import SubresourceRequest
 
-TOKEN = "security-test-token"
-EXEC = "/api/v1/namespaces/default/pods/demo/exec"
-ATTACH = "/api/v1/namespaces/default/pods/demo/attach"
-PORTFORWARD = "/api/v1/namespaces/default/pods/demo/portforward"
-TRANSPORTS = ["websocket", "spdy"]
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-class SpyBackend:
-    """Counts every start/attach (then delegates): a refusal must leave it at zero."""
-
-    def __init__(self, inner: LocalBackend) -> None:
-        self.inner = inner
-        self.started: list[ExecRequest] = []
-
-    async def start(self, request: ExecRequest) -> ProcessHandle:
-        self.started.append(request)
-        return await self.inner.start(request)
-
-    async def attach(self, request: ExecRequest) -> ProcessHandle:
-        self.started.append(request)
-        return await self.inner.attach(request)
-
-
-@asynccontextmanager
-async def exec_service(
-    tmp_path: Path, ssl_context: ssl.SSLContext | None = None, **config: Any
-) -> AsyncIterator[tuple[int, SpyBackend]]:
-    """``serve_remote`` on 127.0.0.1:0 (token auth, commands run in ``tmp_path``);
-    yields (port, spy backend)."""
-    config.setdefault("token", TOKEN)
-    async with LocalBackend(cwd=str(tmp_path), attach_commands={"main": ["cat"]}) as local:
-        spy = SpyBackend(local)
-        server_config = RemoteServerConfig(
-            backend=spy, api=KubeApi({"demo": ["main"]}), **config
-        )
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(serve_remote, server_config, 0, ssl_context=ssl_context)
-            )
-            yield bound_port(listeners), spy
-            nursery.cancel_scope.cancel()
-
-
-def upgrade_head(
-    target: str,
-    *,
-    authorization: Sequence[bytes] = (b"Bearer " + TOKEN.encode(),),
-    kind: str = "spdy",
-) -> bytes:
-    """An upgrade request for ``target`` as raw bytes (any header bytes allowed)."""
-    lines = [f"{'GET' if kind == 'websocket' else 'POST'} {target} HTTP/1.1".encode()]
-    lines.append(b"Host: 127.0.0.1")
-    lines.append(b"Connection: Upgrade")
-    if kind == "websocket":
-        lines += [
-            b"Upgrade: websocket",
-            b"Sec-WebSocket-Version: 13",
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-            b"Sec-WebSocket-Protocol: v5.channel.k8s.io",
-        ]
-    else:
-        protocol = b"portforward.k8s.io" if "portforward" in target else b"v4.channel.k8s.io"
-        lines += [b"Upgrade: SPDY/3.1", b"X-Stream-Protocol-Version: " + protocol]
-    lines += [b"Authorization: " + value for value in authorization]
-    lines.append(b"Content-Length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-async def exchange(port: int, request: bytes) -> tuple[int, bytes]:
-    """Send ``request`` to 127.0.0.1:port; return the response's status and body.
-
-    A 101 returns at once with an empty body (the test then fails on the status)."""
-    with trio.fail_after(30):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            await stream.send_all(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                assert chunk, f"connection closed without a response: {data!r}"
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if status != 101:
-                while len(body) < length:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    body += chunk
-    return status, body
-
-
-def plain_endpoint(port: int, transport: str) -> RemoteEndpoint:
-    return RemoteEndpoint(
-        f"http://127.0.0.1:{port}", token=TOKEN, transport=transport  # type: ignore[arg-type]
-    )
-
-
-def exec_query(*command: str, **flags: str) -> str:
-    pairs = [("command", word) for word in command] + list(flags.items())
-    return EXEC + "?" + urlencode(pairs, quote_via=quote)
-
-
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) contexts from a throw-away CA (certificate for 127.0.0.1)."""
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA).configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
-
+from ._security_helpers import (
+    ATTACH,
+    EXEC,
+    PORTFORWARD,
+    TOKEN,
+    TRANSPORTS,
+    cli_service,
+    exchange,
+    exec_query,
+    exec_service,
+    plain_endpoint,
+    tls_contexts,
+    upgrade_head,
+)
 
 # --- 1. TLS by default beyond loopback -------------------------------------------------
 
@@ -315,11 +201,11 @@ async def test_cli_serve_binds_a_wildcard_only_with_tls_or_the_opt_out(
     """`serve_main` itself, up to the bind call (a spy: nothing is bound)."""
     binds: list[str] = []
 
-    async def fake_serve_tcp(handler: Any, port: int, *, host: str, **kwargs: Any) -> None:
+    async def fake_open_tcp_listeners(port: int, *, host: str, **kwargs: Any) -> None:
         binds.append(host)
         raise _Stop
 
-    monkeypatch.setattr(trio, "serve_tcp", fake_serve_tcp)
+    monkeypatch.setattr(trio, "open_tcp_listeners", fake_open_tcp_listeners)
     pem = tmp_path / "server.pem"
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     cert = ca.issue_cert("server.example", key_type=trustme.KeyType.ECDSA)
@@ -466,26 +352,11 @@ async def test_malformed_header_bytes_are_refused_without_a_crash(tmp_path: Path
     assert [r.command for r in spy.started] == [("true",)]
 
 
-@asynccontextmanager
-async def cli_service(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[int, SpyBackend]]:
-    """The `muxstream serve` connection handler (raw sessions, /muxstream, exec) on
-    127.0.0.1:0 with a token, in-process; yields (port, spy backend)."""
-    async with LocalBackend(cwd=str(tmp_path)) as local:
-        spy = SpyBackend(local)
-        config = RemoteServerConfig(token=TOKEN, backend=spy)
-        server = _serve.Server(TOKEN, RemoteServer(config, spy).app, None, close_timeout=5)
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, server.handle_tcp, 0, host="127.0.0.1")
-            )
-            yield bound_port(listeners), spy
-            nursery.cancel_scope.cancel()
-
-
 async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path) -> None:
-    async with cli_service(tmp_path) as (port, spy):
+    # Dozens of failures from one address: the throttle (tested on its own in
+    # test_reliability_tokens) would hold each answer; here every refusal counts.
+    patient = ServiceLimits(auth_failure_burst=1000)
+    async with cli_service(tmp_path, limits=patient) as (port, spy):
         for name, authorization in AUTHORIZATIONS.items():
             for target in ("/muxstream", exec_query("touch", "ran")):
                 head = upgrade_head(target, authorization=authorization)
@@ -493,9 +364,10 @@ async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path)
                 assert status == 401, (name, target, status)
         # Raw sessions: credentials travel per stream; a bad one is reset
         # INVALID_CREDENTIALS before the service runs.
-        transport = await trio.open_tcp_stream("127.0.0.1", port)
-        async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
-            for value in (None, "Bearer nope", "Basic x", "Bearer ", "Bearer caf\u00e9\u2603"):
+        # (A session is closed after a few failures: one session per bad value.)
+        for value in (None, "Bearer nope", "Basic x", "Bearer ", "Bearer caf\u00e9\u2603"):
+            transport = await trio.open_tcp_stream("127.0.0.1", port)
+            async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
                 headers = {"service": "echo"}
                 if value is not None:
                     headers["authorization"] = value
@@ -505,6 +377,8 @@ async def test_cli_service_refuses_bad_credentials_on_every_path(tmp_path: Path)
                 assert getattr(info.value.__cause__, "status", None) == (
                     RstStatus.INVALID_CREDENTIALS
                 )
+        transport = await trio.open_tcp_stream("127.0.0.1", port)
+        async with muxstream.open_session(transport, role=muxstream.CLIENT) as session:
             good = await session.open_stream(
                 headers={"service": "echo", "authorization": f"Bearer {TOKEN}"}
             )

@@ -16,7 +16,7 @@ import trustme
 from muxstream.remote import KubeApi, LocalBackend, RemoteServerConfig, bound_port, serve_remote
 
 KUBECTL = shutil.which("kubectl")
-TOKEN = "test-token-5d1c"
+TOKEN = "test-token-5d1c-0123456789"
 
 ATTACH_SCRIPT = 'while read l; do [ "$l" = quit ] && exit 0; echo "got $l"; done'
 
@@ -88,15 +88,17 @@ async def kube_endpoint(
     attach_commands: Mapping[str, Sequence[str]] | None = None,
     client_certs: bool = False,
     attach_tty: bool = False,
+    server_names: Sequence[str] = ("127.0.0.1",),
     **config: object,
 ) -> AsyncIterator[Endpoint]:
     """A TLS endpoint serving pod ``demo`` (container ``main``) from local processes,
-    authenticating by token, or by client certificate with ``client_certs``."""
+    authenticating by token, or by client certificate with ``client_certs``;
+    its certificate names ``server_names``."""
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.issue_cert(*server_names).configure_cert(context)
     user = None
     if client_certs:
         context.verify_mode = ssl.CERT_REQUIRED

@@ -42,11 +42,12 @@ async def remote_server(
 
 @asynccontextmanager
 async def cutting_proxy(
-    upstream_port: int, limit: int, *, downstream: bool
+    upstream_port: int, limit: float, *, downstream: bool, trigger: trio.Event | None = None
 ) -> AsyncIterator[tuple[int, trio.Event]]:
     """A TCP proxy that forwards ``limit`` bytes one way (server->client with
     ``downstream``), then resets both connections (SO_LINGER 0): a peer that
-    dies mid-transfer. Yields (port, cut event)."""
+    dies mid-transfer. Setting ``trigger`` resets every connection open then.
+    Yields (port, cut event)."""
     import socket
     import struct
 
@@ -77,8 +78,17 @@ async def cutting_proxy(
     async def handle(client: trio.SocketStream) -> None:
         upstream = await trio.open_tcp_stream("127.0.0.1", upstream_port)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump, client, upstream, not downstream)
-            nursery.start_soon(pump, upstream, client, downstream)
+            if trigger is not None:
+
+                async def watch(trigger: trio.Event) -> None:
+                    await trigger.wait()
+                    abort(client, upstream)
+
+                nursery.start_soon(watch, trigger)
+            async with trio.open_nursery() as pumps:
+                pumps.start_soon(pump, client, upstream, not downstream)
+                pumps.start_soon(pump, upstream, client, downstream)
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-TOKEN = "example-token"
+TOKEN = "example-token-0123456789"
 
 
 @asynccontextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -13,14 +12,13 @@ import pytest
 import trio
 
 from muxstream.remote import (
-    CopyError,
     copy_from_remote,
     copy_to_remote,
     open_port_forward,
     port_forward,
 )
 
-from ._remote_helpers import cutting_proxy, remote_server
+from ._remote_helpers import remote_server
 
 TRANSPORTS = ["websocket", "spdy"]
 COPY_BYTES = int(os.environ.get("MUXSTREAM_TEST_REMOTE_MIB", "32")) * 1024 * 1024 // 4
@@ -136,7 +134,7 @@ async def test_copy_file_both_ways_with_progress(transport: str, tmp_path: Path)
             back,
             progress=lambda done, total: down.append((done, total)),
         )
-    assert sent == COPY_BYTES
+    assert sent.size == sent.transferred == COPY_BYTES and sent.verified
     assert hashlib.sha256((tmp_path / "remote" / "copy.bin").read_bytes()).hexdigest() == digest
     assert hashlib.sha256(back.read_bytes()).hexdigest() == digest
     assert up[-1] == (COPY_BYTES, COPY_BYTES)
@@ -155,37 +153,3 @@ async def test_copy_directory_both_ways(transport: str, tmp_path: Path) -> None:
         await copy_from_remote(endpoint, "demo", f"{tmp_path}/remote-tree", tmp_path / "again")
     for relative in ("a.txt", "sub/b.bin"):
         assert (tmp_path / "again" / relative).read_bytes() == (tree / relative).read_bytes()
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_copy_of_a_missing_file_fails_with_tars_reason(
-    transport: str, tmp_path: Path
-) -> None:
-    async with remote_server(transport) as endpoint:
-        with pytest.raises(CopyError) as info:
-            await copy_from_remote(endpoint, "demo", f"{tmp_path}/missing", tmp_path / "x")
-    assert info.value.returncode != 0
-    assert b"missing" in info.value.stderr
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("direction", ["upload", "download"])
-async def test_copy_fails_cleanly_when_the_connection_dies(
-    transport: str, direction: str, tmp_path: Path
-) -> None:
-    """A peer that vanishes mid-copy (RST) must end the copy with an error, not a hang."""
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(16 * 1024 * 1024))
-    async with remote_server(transport) as endpoint:
-        port = int(endpoint.url.rsplit(":", 1)[1])
-        async with cutting_proxy(port, 2 * 1024 * 1024, downstream=direction == "download") as (
-            proxy_port,
-            cut,
-        ):
-            via_proxy = dataclasses.replace(endpoint, url=f"http://127.0.0.1:{proxy_port}")
-            with trio.fail_after(60), pytest.raises(trio.BrokenResourceError):
-                if direction == "upload":
-                    await copy_to_remote(via_proxy, "demo", big, f"{tmp_path}/copy.bin")
-                else:
-                    await copy_from_remote(via_proxy, "demo", str(big), tmp_path / "copy.bin")
-            assert cut.is_set()

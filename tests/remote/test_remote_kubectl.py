@@ -120,6 +120,37 @@ async def test_kubectl_refused_command_not_in_allow_list(tmp_path: Path) -> None
     assert not marker.exists()
 
 
+async def test_kubectl_cp_works_under_an_allow_list_with_allow_copy(tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(300_000))
+    (tmp_path / "into").mkdir()
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "t.txt").write_text("tree")
+    marker = tmp_path / "ran"
+    async with kube_endpoint(tmp_path, allowed_commands=set(), allow_copy=True) as endpoint:
+        # Into an existing directory (kubectl runs `test -d` first), with --no-preserve too.
+        up = await endpoint.kubectl("cp", str(source), f"demo:{tmp_path}/into")
+        again = await endpoint.kubectl(
+            "cp", "--no-preserve", str(source), f"demo:{tmp_path}/into/again.bin"
+        )
+        tree = await endpoint.kubectl("cp", str(tmp_path / "tree"), f"demo:{tmp_path}/tree2")
+        down = await endpoint.kubectl(
+            "cp", f"demo:{tmp_path}/into/source.bin", str(tmp_path / "back.bin")
+        )
+        runner = await endpoint.kubectl(
+            "exec", "demo", "--", "tar", "cf", "/dev/null", "--checkpoint=1",
+            f"--checkpoint-action=exec=touch {marker}", str(source),
+        )
+    for result in (up, again, tree, down):
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "into" / "source.bin").read_bytes() == source.read_bytes()
+    assert (tmp_path / "into" / "again.bin").read_bytes() == source.read_bytes()
+    assert (tmp_path / "tree2" / "sub" / "t.txt").read_text() == "tree"
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    assert runner.returncode != 0 and b"allowed only with the arguments" in runner.stderr
+    assert not marker.exists()
+
+
 async def _echo_handler(stream: trio.SocketStream) -> None:
     async with stream:
         async for chunk in stream:

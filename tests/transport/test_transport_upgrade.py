@@ -11,6 +11,7 @@ import trio.testing
 
 from muxstream.transport import (
     HandshakeError,
+    HandshakeNoAnswer,
     HandshakeTimeout,
     HTTPRequest,
     UpgradeRefused,
@@ -244,3 +245,25 @@ async def test_bad_upgrade_answers_raise_handshake_error(
     with trio.fail_after(10), pytest.raises(HandshakeError, match=message) as info:
         await open_upgraded_stream("127.0.0.1", port, "/", protocols=K8S_OFFER)
     assert not isinstance(info.value, UpgradeRefused)
+
+
+@pytest.mark.parametrize(
+    ("answer", "tls"),
+    [(b"", False), (b"\x15\x03\x01\x00\x02\x02\x46", True), (b"\x16\x03\x03\x00\x10", True)],
+)
+async def test_no_http_answer_is_told_apart(
+    nursery: trio.Nursery, answer: bytes, tls: bool
+) -> None:
+    # A TLS server read in plain text closes, or sends a TLS record (an alert): the
+    # client says so instead of passing on h11's "can't handle event type ...".
+    async def not_http(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        if answer:
+            await stream.send_all(answer)
+        await stream.aclose()
+
+    port = await raw_server(nursery, not_http)
+    with trio.fail_after(20), pytest.raises(HandshakeNoAnswer) as info:
+        await open_upgraded_stream("127.0.0.1", port, "/")
+    assert info.value.tls is tls
+    assert "h11" not in str(info.value) and "ConnectionClosed" not in str(info.value)
