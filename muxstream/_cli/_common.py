@@ -476,14 +476,20 @@ def setup_logging(verbose: int, command: str = "") -> None:
 
 
 class _CliFormatter(logging.Formatter):
-    """``muxstream COMMAND: warning: ...`` (``-v`` lines without a level word)."""
+    """``muxstream COMMAND: warning: ...`` (``-v`` lines without a level word;
+    the server's audit lines as ``muxstream serve: audit: ...``)."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
 
     def format(self, record: logging.LogRecord) -> str:
-        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        if record.name == "muxstream.audit":
+            level = "audit: "  # one greppable word for the server's audit trail
+        elif record.levelno < logging.WARNING:
+            level = ""
+        else:
+            level = f"{record.levelname.lower()}: "
         text = f"{self.prefix}{level}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -120,27 +120,25 @@ async def serve_port_forward_session(
     here = Slots(config.limits.max_forwards_per_session)
 
     async def forward(error: muxstream.Stream, data: muxstream.Stream) -> None:
+        full: Slots | None = None
         if not here.acquire():
+            full = here
+        elif not forwards.acquire():
+            here.release()
+            full = forwards
+        if full is not None:
+            where = "in this session" if full is here else "on this server"
             message = (
-                f"error forwarding to pod {pod}: too many forwarded connections in this "
-                f"session (limit {here.capacity})"
+                f"error forwarding to pod {pod}: too many forwarded connections {where} "
+                f"(limit {full.capacity})"
             )
             await _refuse(error, data, message)
             return
         try:
-            if not forwards.acquire():
-                message = (
-                    f"error forwarding to pod {pod}: too many forwarded connections on "
-                    f"this server (limit {forwards.capacity})"
-                )
-                await _refuse(error, data, message)
-                return
-            try:
-                await _forward(error, data, config, pod)
-            finally:
-                forwards.release()
+            await _forward(error, data, config, pod)
         finally:
             here.release()
+            forwards.release()
 
     async with muxstream.open_session(
         transport,

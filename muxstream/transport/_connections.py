@@ -23,6 +23,8 @@ from typing import NoReturn
 
 import trio
 
+from .. import _redact
+
 __all__ = [
     "ConnectionInfo",
     "ConnectionLimits",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("muxstream.transport")
+_redact.install()  # (idempotent) what this package logs never carries a credential
 
 
 @dataclass

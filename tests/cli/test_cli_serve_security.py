@@ -187,9 +187,11 @@ def test_serve_prints_an_audit_line_per_exec_at_the_default_verbosity() -> None:
         assert result.returncode == 4
     finally:
         _code, output = stop_server(served)
-    lines = [line for line in output.splitlines() if "muxstream.audit" in line]
+    lines = [line for line in output.splitlines() if line.startswith("muxstream serve: audit: ")]
     assert len(lines) == 1, output
-    assert "exec argv=['sh', '-c', 'echo hi; exit 4'] peer=127.0.0.1:" in lines[0]
+    assert lines[0].startswith(
+        "muxstream serve: audit: exec argv=['sh', '-c', 'echo hi; exit 4'] peer=127.0.0.1:"
+    )
     assert "exit=4" in lines[0] and "stdout_bytes=3" in lines[0]
     assert TOKEN not in output
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
-from muxstream._cli import _serve, build_parser
+from muxstream._cli import USAGE_ERROR, _serve, build_parser
 from muxstream.remote import RemoteError, open_port_forward
 from muxstream.remote._channels import (
     PORT_HEADER,
@@ -138,7 +138,7 @@ def test_allow_port_refuses_what_is_not_a_port(
 ) -> None:
     with pytest.raises(SystemExit) as info:
         serve_args("--allow-port", bad)
-    assert info.value.code == 1
+    assert info.value.code == USAGE_ERROR
     err = capsys.readouterr().err
     assert "--allow-port" in err and "is not a port (1-65535) or a range LOW-HIGH" in err
 

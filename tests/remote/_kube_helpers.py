@@ -59,6 +59,13 @@ class Endpoint:
             )
 
 
+async def echo_handler(stream: trio.SocketStream) -> None:
+    """A TCP echo service: the "pod port" port-forward tests reach."""
+    async with stream:
+        while data := await stream.receive_some(65536):
+            await stream.send_all(data)
+
+
 def write_kubeconfig(path: Path, port: int, ca_path: Path, user: str | None = None) -> None:
     user = user or f"token: {TOKEN}"
     path.write_text(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ._kube_helpers import KUBECTL, Endpoint, kube_endpoint
+from ._kube_helpers import KUBECTL, Endpoint, echo_handler, kube_endpoint
 
 
 async def mux(
@@ -126,13 +126,8 @@ async def test_cp_resume_continues_a_partial_copy_into_a_directory(tmp_path: Pat
 
 
 async def test_port_forward_until_interrupted(tmp_path: Path) -> None:
-    async def echo(stream: trio.SocketStream) -> None:
-        async with stream:
-            while data := await stream.receive_some(65536):
-                await stream.send_all(data)
-
     async with kube_endpoint(tmp_path) as ep, trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, echo, 0)
+        listeners = await nursery.start(trio.serve_tcp, echo_handler, 0)
         remote_port = listeners[0].socket.getsockname()[1]
         process = await nursery.start(
             lambda task_status: trio.run_process(

@@ -30,7 +30,7 @@ from muxstream.kube import (
 )
 from muxstream.transport import HandshakeError
 
-from ._kube_helpers import KUBECTL, TOKEN, Endpoint, kube_endpoint
+from ._kube_helpers import KUBECTL, TOKEN, Endpoint, echo_handler, kube_endpoint
 
 EXEC_V1 = "client.authentication.k8s.io/v1"
 EXEC_V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -498,14 +498,9 @@ async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 
 
 async def test_interactive_attach_and_port_forward_from_python(tmp_path: Path) -> None:
-    async def echo(stream: trio.SocketStream) -> None:
-        async with stream:
-            while data := await stream.receive_some(65536):
-                await stream.send_all(data)
-
     async with kube_endpoint(tmp_path) as ep, trio.open_nursery() as nursery:
         cluster = load_cluster(write(tmp_path / "kc", config_doc(ep)))
-        listeners = await nursery.start(trio.serve_tcp, echo, 0)
+        listeners = await nursery.start(trio.serve_tcp, echo_handler, 0)
         echo_port = listeners[0].socket.getsockname()[1]
         with trio.fail_after(30):
             async with cluster.open_process("demo", ["tr", "a-z", "A-Z"], stdin=True) as proc:
