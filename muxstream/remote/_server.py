@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from .._options import DEFAULT_CLOSE_TIMEOUT
 from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
 from ..transport._connections import current_connection, current_peer
 from ._allow import allow_list_problem, command_refusal
@@ -47,13 +48,12 @@ from ._limits import SERVICE_SESSION_OPTIONS, ServiceLimits, Slots
 
 logger = logging.getLogger("muxstream.remote")
 
-#: Seconds a client has to send its request head (slowloris bound).
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: Seconds a client has to send its request head to this service (slowloris
+#: bound); not transport.DEFAULT_HANDSHAKE_TIMEOUT, the 10 s of the HTTP handshakes.
+DEFAULT_REQUEST_HEAD_TIMEOUT = 30.0
 #: Seconds to wait for the expected SPDY streams after the upgrade (kubelet's
 #: default stream creation timeout is 30 s).
 DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
-#: Seconds a graceful close may take.
-DEFAULT_CLOSE_TIMEOUT = 10.0
 WEBSOCKET_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 #: Request body bytes the service reads: none. The API answers GET and upgrades
 #: only, so any body is refused (413) before a byte of it is read, whoever sent
@@ -108,7 +108,7 @@ class RemoteServerConfig:
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
     forward_host: str = "127.0.0.1"
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    handshake_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)

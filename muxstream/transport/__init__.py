@@ -40,23 +40,24 @@ from ._server import (
     handle_http_connection,
     serve_http,
 )
-from ._tls import open_tls_stream, wrap_tls_server
+from ._tls import DEFAULT_TLS_HANDSHAKE_TIMEOUT, open_tls_stream, wrap_tls_server
 from ._tls_stream import DEFAULT_TLS_RECEIVE_SIZE, TLSStream
 from ._upgrade import UPGRADE_SPDY, open_upgraded_stream, wrap_upgrade_client
 from ._websocket import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
     WebSocketStream,
 )
 from ._websocket_handshake import open_websocket_stream, wrap_websocket_client
 
 __all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "DEFAULT_TLS_RECEIVE_SIZE",
+    "DEFAULT_WEBSOCKET_CLOSE_TIMEOUT",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
     "ConnectTimeout",

@@ -64,10 +64,10 @@ from ._errors import WebSocketClosedError, WebSocketProtocolError
 from ._wsframe import FIN, OP_BINARY, FrameReader, ws_frame
 
 __all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RECEIVE_SIZE",
     "DEFAULT_SEND_MESSAGE_SIZE",
+    "DEFAULT_WEBSOCKET_CLOSE_TIMEOUT",
     "WebSocketStream",
 ]
 
@@ -75,11 +75,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes; bounds receive_message's bu
 DEFAULT_SEND_MESSAGE_SIZE = 256 * 1024  # bytes per message send_all emits; under every
 # common peer limit (trio-websocket's is 1 MiB) and large enough to amortise wsproto
 DEFAULT_RECEIVE_SIZE = 256 * 1024  # bytes per transport read (docs/performance.md, rule 6)
-DEFAULT_CLOSE_TIMEOUT = 10.0  # seconds; the same bound the session's close uses
+DEFAULT_WEBSOCKET_CLOSE_TIMEOUT = 10.0  # seconds for the closing handshake (as a session's close)
 
-_NORMAL_CLOSE_CODES = frozenset(
-    {CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY, CloseReason.NO_STATUS_RCVD}
-)
+_NORMAL_CLOSE_CODES = frozenset({CloseReason.NORMAL_CLOSURE, CloseReason.GOING_AWAY,
+                                 CloseReason.NO_STATUS_RCVD})
 
 
 class WebSocketStream(trio.abc.HalfCloseableStream):
@@ -118,7 +117,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         send_message_size: int = DEFAULT_SEND_MESSAGE_SIZE,
         receive_size: int = DEFAULT_RECEIVE_SIZE,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        close_timeout: float = DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
     ) -> None:
         if send_message_size < 1 or receive_size < 1 or max_message_size < 0:
             raise ValueError("sizes must be positive")
