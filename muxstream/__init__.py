@@ -22,13 +22,21 @@ from ._options import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_BUFFER,
+    SessionKeywords,
     SessionOptions,
     SessionStatistics,
 )
 from ._session import CLIENT, SERVER, Session, open_session
 from ._stream import Stream
 from ._tcp import open_tcp_session, serve_tcp
-from .protocol import Headers, LocalProtocolError, RemoteProtocolError, Role, RstStatus
+from .protocol import (
+    Headers,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    Role,
+    RstStatus,
+)
 
 __version__ = "0.1.0"
 
@@ -48,12 +56,14 @@ __all__ = [
     "LocalProtocolError",
     "MuxstreamError",
     "PingTimeout",
+    "ProtocolError",
     "RemoteProtocolError",
     "Role",
     "RstStatus",
     "Session",
     "SessionClosed",
     "SessionGoneAway",
+    "SessionKeywords",
     "SessionOptions",
     "SessionStatistics",
     "Stream",

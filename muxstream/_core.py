@@ -2,12 +2,13 @@
 
 The public :class:`~muxstream.Session` is the API; this is what sits behind it.
 It holds the sans-IO connection, the table of open streams, the accept backlog,
-the pings, the writer and the session's fate (error, closing, the peer's GOAWAY
-and EOF), and implements :class:`~muxstream._stream.StreamHost`: every stream
-operation is a synchronous change to the connection followed by a wake-up of
-the task that has to act on it (or an inline write). The reader task
-(``_reader``) and the event handlers (``_dispatch``) change the same state; the
-close path (``_session``) decides when it ends.
+the pings, the writer and the session's fate (its :class:`Phase` on the close
+path, its error, the peer's GOAWAY and EOF), and implements
+:class:`~muxstream._stream.StreamHost`: every stream operation is a synchronous
+change to the connection followed by a wake-up of the task that has to act on it
+(or an inline write). The reader task (``_reader``) and the event handlers
+(``_dispatch``) change the same state; the close path (``_session``) decides
+when it ends, and anything that wants it ended calls :attr:`begin_close`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from trio.lowlevel import ParkingLot
 
 from ._accept import AcceptQueue
 from ._errors import (
-    ConnectionLost,
     MuxstreamError,
     PingTimeout,
     SessionClosed,
@@ -36,7 +36,6 @@ from ._writer import Writer
 from .protocol import (
     Connection,
     LocalProtocolError,
-    RemoteProtocolError,
     Role,
     RstStatus,
     StreamState,
@@ -47,7 +46,7 @@ logger = logging.getLogger("muxstream")
 #: Write-buffer room a sender waits for rather than queue part of its data.
 MIN_PIECE = 128 * 1024
 
-_CLOSED = StreamState.CLOSED
+_STREAM_CLOSED = StreamState.CLOSED
 _NOT_SENDABLE = (StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED, StreamState.RESET)
 
 
@@ -64,6 +63,24 @@ class Trigger(enum.Enum):
     ERROR = "failure"
     #: ``open_session``'s block raised or was cancelled
     ABANDONED = "abandoned"
+
+
+class Phase(enum.Enum):
+    """Where a session is on the close path (docs/close-path.md)."""
+
+    #: streams open, work and close freely
+    OPEN = "open"
+    #: steps 1-4: no new streams, every stream FINed, GOAWAY, flush, half-close,
+    #: drain until the peer's EOF; bounded by ``close_timeout``
+    DRAINING = "draining"
+    #: step 5 began: streams broken, tasks cancelled, the transport closing
+    #: (``SessionCore.closed`` is set once it is closed)
+    CLOSED = "closed"
+
+
+OPEN = Phase.OPEN
+DRAINING = Phase.DRAINING
+CLOSED = Phase.CLOSED
 
 
 class SessionCore:
@@ -101,9 +118,9 @@ class SessionCore:
         self.buffered_total = 0  # received bytes in every stream's buffer
         self.overfull: StreamCore | None = None  # the stream that paused the reader
         self.error: BaseException | None = None
-        self.closing = False
-        self.user_closed = False
-        self.draining = False
+        self.phase = OPEN
+        #: what started the close; USER once aclose() was called, whatever came first
+        self.closed_by: Trigger | None = None
         self.eof_received = False
         self.goaway: SessionGoneAway | None = None
         self.task_scope = trio.CancelScope()
@@ -115,6 +132,11 @@ class SessionCore:
         self.streams_accepted = 0
 
     # --- state checks ------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """The close path has begun."""
+        return self.phase is not OPEN
 
     @property
     def open_timeout(self) -> float:
@@ -136,8 +158,8 @@ class SessionCore:
         """Raise what a user call on a broken or closing session raises."""
         if self.error is not None:
             raise trio.BrokenResourceError(f"session broken: {self.error}") from self.error
-        if self.closing:
-            if not self.user_closed:
+        if self.phase is not OPEN:
+            if self.closed_by is not Trigger.USER:
                 cause = self.goaway or SessionClosed("peer closed the session")
                 raise trio.BrokenResourceError(f"peer closed the session: {cause}") from cause
             raise trio.ClosedResourceError("session is closed")
@@ -196,7 +218,7 @@ class SessionCore:
     def forget_if_done(self, stream: StreamCore) -> None:
         """Drop a stream from the routing table once the protocol is done with it."""
         sid = stream.stream_id
-        if self.conn.stream_state(sid) is _CLOSED and sid in self.streams:
+        if self.conn.stream_state(sid) is _STREAM_CLOSED and sid in self.streams:
             del self.streams[sid]
             self.open_lot.unpark_all()
             if self.goaway is not None and not self.streams:
@@ -218,7 +240,7 @@ class SessionCore:
         fin = not stream.we_sent_fin and not self.closed.is_set()
         if fin:
             self.attempt(conn.end_stream, sid)
-        if not stream.they_sent_fin and conn.stream_state(sid) is not _CLOSED:
+        if not stream.they_sent_fin and conn.stream_state(sid) is not _STREAM_CLOSED:
             # The peer may still be sending: tell it to stop, after our data.
             self.attempt(conn.reset_stream, sid, RstStatus.CANCEL, ordered=True)
         self.release(stream)
@@ -275,14 +297,14 @@ class SessionCore:
         """Background failure: record it, wake everyone, tear down (never raises)."""
         if self.error is None:
             self.error = exc
-            if isinstance(exc, MuxstreamError | RemoteProtocolError | ConnectionLost):
+            if isinstance(exc, MuxstreamError):
                 logger.info("session failed: %s", exc)
             else:
                 logger.error("session failed", exc_info=exc)
         for stream in list(self.streams.values()):
             stream.on_broken(exc)
         self.pings.wake_all()
-        self.writer.want_eof = True
+        self.writer.finish()  # the GOAWAY explaining a protocol error, then our FIN
         self.wake_all()
         self.begin_close(Trigger.ERROR)
 

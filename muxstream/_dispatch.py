@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from ._core import SessionCore, Trigger
+from ._core import DRAINING, OPEN, SessionCore, Trigger
 from ._errors import SessionGoneAway, StreamResetError
 from ._stream import Stream, StreamCore
 from .protocol import (
@@ -48,8 +48,9 @@ def dispatch(core: SessionCore, events: list[Event]) -> None:
     # Without the peer's flow control, a stream that buffers more than its
     # share pauses the reader (TCP backpressure); while draining on close, data
     # beyond it is discarded instead: nobody may ever read it.
-    track = not conn.peer_flow_control and not core.draining
-    discard_above = limit if core.draining and not conn.peer_flow_control else _NO_LIMIT
+    draining = core.phase is DRAINING
+    track = not conn.peer_flow_control and not draining
+    discard_above = limit if draining and not conn.peer_flow_control else _NO_LIMIT
     active = False
     for ev in events:
         if type(ev) is DataReceived:
@@ -83,7 +84,7 @@ def _stream_ended(core: SessionCore, ev: StreamEnded) -> bool:
 def _stream_opened(core: SessionCore, ev: StreamOpened) -> bool:
     size = ev.headers.nbytes
     accept = core.accept
-    if core.closing or not accept.admits(size):
+    if core.phase is not OPEN or not accept.admits(size):
         core.attempt(core.conn.reset_stream, ev.stream_id, RstStatus.REFUSED_STREAM)
         return True
     stream = StreamCore(ev.stream_id, they_sent_fin=ev.ended, we_sent_fin=ev.unidirectional)

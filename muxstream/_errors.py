@@ -12,9 +12,8 @@ from contextlib import contextmanager
 
 import trio
 
-
-class MuxstreamError(Exception):
-    """Base class of muxstream's own errors."""
+from .protocol import MuxstreamError as MuxstreamError  # the root lives with the protocol
+from .protocol import RstStatus
 
 
 class ConnectionLost(MuxstreamError):
@@ -25,8 +24,6 @@ class StreamResetError(MuxstreamError):
     """The stream was reset (RST_STREAM) with ``status``; ``remote`` if by the peer."""
 
     def __init__(self, status: int, *, remote: bool = True, message: str | None = None) -> None:
-        from .protocol import RstStatus
-
         try:
             name = RstStatus(status).name
         except ValueError:

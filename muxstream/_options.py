@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypedDict
 
 from .protocol import (
     DEFAULT_INITIAL_WINDOW,
@@ -54,12 +55,41 @@ class SessionOptions:
     write_buffer_size: int = DEFAULT_WRITE_BUFFER
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> SessionOptions:
-        names = {f.name for f in fields(cls)}
-        unknown = set(options) - names
+    def resolve(
+        cls, options: SessionOptions | None = None, keywords: Mapping[str, Any] | None = None
+    ) -> SessionOptions:
+        """``options`` (default: every default) with ``keywords`` replacing fields.
+
+        Raises:
+            TypeError: a keyword is not a field (a misspelt option).
+        """
+        base = cls() if options is None else options
+        if not keywords:
+            return base
+        unknown = set(keywords) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"unknown session option(s): {', '.join(sorted(unknown))}")
-        return cls(**options)
+        return replace(base, **keywords)
+
+
+class SessionKeywords(TypedDict, total=False):
+    """:class:`SessionOptions` as keyword arguments, so that type checkers see them:
+    ``open_session(transport, role=CLIENT, close_timeout=5)``. Same names,
+    types and meaning as the fields (a test keeps the two in step)."""
+
+    close_timeout: float
+    keepalive_interval: float | None
+    ping_timeout: float
+    idle_timeout: float | None
+    open_timeout: float
+    initial_window: int
+    session_window: int
+    max_frame_size: int | None
+    max_concurrent_streams: int
+    max_header_block: int
+    accept_backlog: int
+    accept_backlog_bytes: int
+    write_buffer_size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import os
 import trio
 from trio.lowlevel import checkpoint
 
-from ._core import SessionCore, Trigger
+from ._core import DRAINING, OPEN, SessionCore, Trigger
 from ._dispatch import dispatch
 from ._errors import ConnectionLost, StreamResetError, failures_reported
 from .protocol import Connection, RemoteProtocolError, RstStatus
@@ -131,7 +131,7 @@ async def _read_until_done(core: SessionCore) -> None:
             return
         if not _process(core, data):
             return
-        if core.draining and core.peer_finished:
+        if core.phase is DRAINING and core.peer_finished:
             return
 
 
@@ -149,7 +149,7 @@ def must_pause(core: SessionCore) -> bool:
     """
     if core.conn.queued_answers >= _ANSWERS_PAUSE:
         return True
-    if core.overfull is None or core.draining:
+    if core.overfull is None or core.phase is DRAINING:
         return False
     return not core.pings.waiters or core.buffered_total >= core.options.session_window
 
@@ -190,6 +190,6 @@ def _on_transport_eof(core: SessionCore) -> None:
         stream.wake()
     core.accept.lot.unpark_all()
     core.pings.wake_all()
-    if not core.closing:
+    if core.phase is OPEN:
         # The peer is done (GOAWAY + FIN): finish our side so its reader sees our FIN.
         core.begin_close(Trigger.PEER)

@@ -34,13 +34,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 from trio.lowlevel import checkpoint
 
 from . import _reader
-from ._core import SessionCore, Trigger
+from ._core import CLOSED, DRAINING, OPEN, SessionCore, Trigger
 from ._errors import (
     ConnectionLost,
     LocalClose,
@@ -48,7 +48,7 @@ from ._errors import (
     SessionGoneAway,
     StreamOpenTimeout,
 )
-from ._options import DEFAULT_CLOSE_TIMEOUT, SessionOptions, SessionStatistics
+from ._options import DEFAULT_CLOSE_TIMEOUT, SessionKeywords, SessionOptions, SessionStatistics
 from ._pings import idle_watch, keepalive
 from ._stream import Stream, StreamCore
 from .protocol import GoAwayStatus, Headers, HeadersLike, Role, RstStatus, StreamState
@@ -58,11 +58,19 @@ logger = logging.getLogger("muxstream")
 CLIENT = Role.CLIENT
 SERVER = Role.SERVER
 
+#: seconds ``transport.aclose()`` may take at the end of a close (a TLS
+#: close_notify, a WebSocket close handshake) before it is closed forcefully.
+TRANSPORT_CLOSE_GRACE = 1.0
+#: seconds the writer gets after a failure to put the GOAWAY that explains it on
+#: the wire (at most ``close_timeout``).
+ERROR_FLUSH_GRACE = 1.0
+
 __all__ = [
     "CLIENT",
     "DEFAULT_CLOSE_TIMEOUT",
     "SERVER",
     "Session",
+    "SessionKeywords",
     "SessionOptions",
     "SessionStatistics",
     "open_session",
@@ -115,15 +123,18 @@ class Session(trio.abc.Listener[Stream]):
         """Why the session broke (None while healthy or after a clean close)."""
         return self._core.error
 
+    # --- the close path (docs/close-path.md) -------------------------------------
+
     def _begin_close(self, trigger: Trigger) -> None:
+        """Start the close in the background (the peer, a timer or a failure)."""
         core = self._core
         if self._nursery is None:
             return
         if trigger is Trigger.ERROR:
             if not core.closed.is_set():
-                self._nursery.start_soon(self._teardown_after_error)
-        elif not core.closing:
-            self._nursery.start_soon(self._close)
+                self._nursery.start_soon(self._close, trigger)
+        elif core.phase is OPEN:
+            self._nursery.start_soon(self._close, trigger)
 
     async def aclose(self) -> None:
         """Close gracefully: flush, GOAWAY, FIN, drain until the peer's EOF, close.
@@ -132,32 +143,55 @@ class Session(trio.abc.Listener[Stream]):
         cancelled, remaining streams are reset and the transport closed hard.
         Calling it again waits for the first call to finish.
         """
-        self._core.user_closed = True
-        await self._close()
+        await self._close(Trigger.USER)
 
-    async def _close(self) -> None:
+    async def _close(self, trigger: Trigger, abandoned_by: BaseException | None = None) -> None:
+        """The one way into the close path; every trigger comes here.
+
+        USER, PEER and IDLE close gracefully (steps 1-5), once: a later call
+        waits for the first. ERROR gives the writer a moment to flush (the
+        GOAWAY that explains a protocol error), then closes hard. ABANDONED
+        (``open_session``'s block raised ``abandoned_by``) closes hard at once.
+        """
         core = self._core
-        if core.closing:
+        if trigger is Trigger.USER or core.closed_by is None:
+            core.closed_by = trigger  # the user's own close decides what calls raise
+        if trigger is Trigger.ABANDONED:
+            with trio.CancelScope(shield=True):
+                await self._hard_close(
+                    LocalClose(f"session abandoned: {type(abandoned_by).__name__}"))
+            return
+        if trigger is Trigger.ERROR:
+            with trio.move_on_after(min(ERROR_FLUSH_GRACE, self.options.close_timeout)):
+                await core.writer.flushed.wait()
+            with trio.CancelScope(shield=True):
+                await self._hard_close(core.error or ConnectionLost("session failed"))
+            return
+        if core.phase is not OPEN:
             await core.closed.wait()
             return
-        core.closing = True
+        core.phase = DRAINING
         try:
             with trio.move_on_after(self.options.close_timeout) as scope:
-                await self._graceful_close()
+                await self._drain()
             if scope.cancelled_caught:
                 logger.debug("close_timeout (%ss) ran out; closing hard",
                              self.options.close_timeout)
         finally:
             with trio.CancelScope(shield=True):
                 await self._hard_close(
-                    LocalClose("session closed") if core.user_closed
+                    LocalClose("session closed") if core.closed_by is Trigger.USER
                     else SessionClosed("peer closed the session"))
 
-    async def _graceful_close(self) -> None:
+    async def _drain(self) -> None:
+        """Steps 1-4: FIN every stream, refuse the backlog, GOAWAY, then wait for
+        the writer to flush and half-close, and for the reader to drain."""
         core = self._core
         conn = core.conn
         if core.error is None and conn.terminated is None:
-            gone = None if core.user_closed else SessionClosed("peer closed the session")
+            # Steps 1-2 (the phase already refuses new streams).
+            gone = (None if core.closed_by is Trigger.USER
+                    else SessionClosed("peer closed the session"))
             waiting = core.accept.waiting_ids()
             for stream in list(core.streams.values()):
                 if stream.stream_id in waiting:
@@ -172,16 +206,17 @@ class Session(trio.abc.Listener[Stream]):
                 stream.on_broken(LocalClose("session closed before accept()"))
                 core.attempt(conn.reset_stream, stream.stream_id, RstStatus.REFUSED_STREAM)
             conn.go_away(GoAwayStatus.OK)
-        core.draining = True
-        core.writer.finish()
+        core.writer.finish()  # step 3, in the writer task
         core.wake_all()
         await core.writer.flushed.wait()
-        if not core.peer_finished:
+        if not core.peer_finished:  # step 4, in the reader task (or the TLS exit)
             await core.reader_done.wait()
 
     async def _hard_close(self, reason: BaseException) -> None:
+        """Step 5, and the end of every close: break what is left, stop the
+        tasks, close the transport (forcefully after ``TRANSPORT_CLOSE_GRACE``)."""
         core = self._core
-        core.closing = True
+        core.phase = CLOSED
         if core.closed.is_set():
             return
         if core.error is None and not isinstance(reason, LocalClose | SessionClosed):
@@ -192,19 +227,11 @@ class Session(trio.abc.Listener[Stream]):
         core.wake_all()
         core.task_scope.cancel()
         core.pings.wake_all()  # the watch task is gone: nothing else would wake them
-        with trio.move_on_after(1.0) as scope:
+        with trio.move_on_after(TRANSPORT_CLOSE_GRACE) as scope:
             await self.transport.aclose()
         if scope.cancelled_caught:
             await trio.aclose_forcefully(self.transport)
         core.closed.set()
-
-    async def _teardown_after_error(self) -> None:
-        core = self._core
-        # Give the writer a moment to put the GOAWAY that explains the error on the wire.
-        with trio.move_on_after(min(1.0, self.options.close_timeout)):
-            await core.writer.flushed.wait()
-        with trio.CancelScope(shield=True):
-            await self._hard_close(core.error or ConnectionLost("session failed"))
 
     # --- streams ------------------------------------------------------------------
 
@@ -290,7 +317,7 @@ class Session(trio.abc.Listener[Stream]):
                 core.writer.kick()
                 await checkpoint()
                 return stream
-            if core.closing or core.error is not None:
+            if core.phase is not OPEN or core.error is not None:
                 core.check_usable()
             if core.goaway is not None:
                 raise trio.BrokenResourceError("peer sent GOAWAY") from core.goaway
@@ -381,7 +408,12 @@ def _coerce_role(role: Role | str) -> Role:
 
 
 def start_session(
-    nursery: trio.Nursery, transport: trio.abc.Stream, *, role: Role | str, **options: Any
+    nursery: trio.Nursery,
+    transport: trio.abc.Stream,
+    *,
+    role: Role | str,
+    options: SessionOptions | None = None,
+    **keywords: Unpack[SessionKeywords],
 ) -> Session:
     """Start a session over ``transport`` with its tasks in ``nursery``; return it at once.
 
@@ -393,14 +425,18 @@ def start_session(
 
     Args: as for :func:`open_session`.
     """
-    session = Session(transport, _coerce_role(role), SessionOptions.from_kwargs(options))
+    session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     session._start(nursery)
     return session
 
 
 @asynccontextmanager
 async def open_session(
-    transport: trio.abc.Stream, *, role: Role | str, **options: Any
+    transport: trio.abc.Stream,
+    *,
+    role: Role | str,
+    options: SessionOptions | None = None,
+    **keywords: Unpack[SessionKeywords],
 ) -> AsyncIterator[Session]:
     """Run a session over ``transport`` for the duration of the ``async with``.
 
@@ -411,18 +447,20 @@ async def open_session(
         transport: any ``trio.abc.Stream`` (TCP, TLS, upgraded HTTP, WebSocket,
             memory streams). The session owns it from now on.
         role: ``CLIENT`` (odd stream ids) or ``SERVER`` (even).
-        **options: fields of :class:`SessionOptions`.
+        options: the session's tunables (default: :class:`SessionOptions`'s defaults).
+        **keywords: fields of :class:`SessionOptions`, replacing those of
+            ``options`` (``close_timeout=5``).
+
+    Raises:
+        TypeError: a keyword that is not a session option.
     """
-    opts = SessionOptions.from_kwargs(options)
-    session = Session(transport, _coerce_role(role), opts)
+    session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     async with trio.open_nursery() as nursery:
         session._start(nursery)
         try:
             yield session
         except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await session._hard_close(
-                    LocalClose(f"session abandoned: {type(exc).__name__}"))
+            await session._close(Trigger.ABANDONED, exc)
             raise
         else:
             await session.aclose()

@@ -4,15 +4,12 @@ Usable on its own: feed :meth:`Connection.receive_data` the bytes you read, act 
 the events, write what :meth:`Connection.data_to_send` returns.
 """
 
+from .._accel import ACCELERATED, ACCELERATOR
 from ._connection import (
-    DEFAULT_INITIAL_WINDOW,
     DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_SEND_FRAME,
-    DEFAULT_SESSION_WINDOW,
     UNCONTROLLED_MAX_SEND_FRAME,
     Connection,
-    Role,
-    StreamState,
     iter_frames,
 )
 from ._constants import (
@@ -30,7 +27,13 @@ from ._constants import (
     SettingsId,
 )
 from ._dictionary import SPDY3_DICTIONARY, SPDY3_DICTIONARY_ADLER32
-from ._errors import FlowControlError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import (
+    FlowControlError,
+    LocalProtocolError,
+    MuxstreamError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from ._events import (
     DataReceived,
     Event,
@@ -73,8 +76,12 @@ from ._headers import (
     decode_header_block,
     encode_header_block,
 )
+from ._state import Role, StreamState
+from ._windows import DEFAULT_INITIAL_WINDOW, DEFAULT_SESSION_WINDOW
 
 __all__ = [
+    "ACCELERATED",
+    "ACCELERATOR",
     "DEFAULT_INITIAL_WINDOW",
     "DEFAULT_MAX_CONCURRENT_STREAMS",
     "DEFAULT_MAX_CONTROL_FRAME",
@@ -110,6 +117,7 @@ __all__ = [
     "HeadersLike",
     "HeadersReceived",
     "LocalProtocolError",
+    "MuxstreamError",
     "PingAcked",
     "PingFrame",
     "PingReceived",

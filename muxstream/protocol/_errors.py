@@ -10,7 +10,13 @@ if TYPE_CHECKING:
     from ._events import Event
 
 
-class ProtocolError(Exception):
+class MuxstreamError(Exception):
+    """Base class of muxstream's own errors, in every layer (re-exported as
+    ``muxstream.MuxstreamError``): ``except MuxstreamError`` catches the
+    protocol's errors too."""
+
+
+class ProtocolError(MuxstreamError):
     """Base class of every error raised by :mod:`muxstream.protocol`."""
 
 

@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._auth import validate_token
+from .._options import DEFAULT_CLOSE_TIMEOUT
 from ._server_allow import allow_list_problem
 from ._server_backend import ExecBackend
 from ._server_kubeapi import KubeApi
 from ._server_limits import SERVICE_SESSION_OPTIONS, ServiceLimits
 
-#: Seconds a client has to send its request head (slowloris bound).
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: Seconds a client has to send its request head to this service (slowloris
+#: bound); not transport.DEFAULT_HANDSHAKE_TIMEOUT, the 10 s of the HTTP handshakes.
+DEFAULT_REQUEST_HEAD_TIMEOUT = 30.0
 #: Seconds to wait for the expected SPDY streams after the upgrade (kubelet's
 #: default stream creation timeout is 30 s).
 DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
-#: Seconds a graceful close may take.
-DEFAULT_CLOSE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -73,7 +73,7 @@ class RemoteServerConfig:
     backend: ExecBackend | None = None
     api: KubeApi = field(default_factory=KubeApi)
     forward_host: str = "127.0.0.1"
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    handshake_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     session_options: dict[str, Any] = field(default_factory=dict)

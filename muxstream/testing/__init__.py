@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 import trio.testing
 
+from .._options import SessionKeywords, SessionOptions
 from .._session import CLIENT, SERVER, Session, open_session, start_session
 from ._raw_peer import RawPeer
 
@@ -20,24 +21,27 @@ from ._raw_peer import RawPeer
 @asynccontextmanager
 async def open_session_pair(
     transport_pair: tuple[trio.abc.Stream, trio.abc.Stream] | None = None,
-    **options: Any,
+    options: SessionOptions | None = None,
+    **keywords: Unpack[SessionKeywords],
 ) -> AsyncIterator[tuple[Session, Session]]:
     """A connected ``(client, server)`` pair of sessions.
 
     Over ``trio.testing.memory_stream_pair()`` unless ``transport_pair`` is given.
-    Both close gracefully (concurrently) when the block ends.
+    Both close gracefully (concurrently) when the block ends. ``options`` and
+    ``keywords`` (as for :func:`~muxstream.open_session`) apply to both.
     """
+    settings = SessionOptions.resolve(options, keywords)
     a, b = transport_pair or trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         done = trio.Event()
 
         async def run_server(task_status: trio.TaskStatus[Session]) -> None:
-            async with open_session(b, role=SERVER, **options) as server:
+            async with open_session(b, role=SERVER, options=settings) as server:
                 task_status.started(server)
                 await done.wait()
 
         server = await nursery.start(run_server)
-        async with open_session(a, role=CLIENT, **options) as client:
+        async with open_session(a, role=CLIENT, options=settings) as client:
             try:
                 yield client, server
             finally:

@@ -4,8 +4,8 @@ Each helper yields a plain ``trio.abc.Stream`` (half-closeable where the
 underlying connection is), independent of the session:
 
 * TCP or TLS, as the client helpers connect: :func:`open_tcp_or_tls_stream`.
-* TLS: :func:`open_tls_stream`, :func:`wrap_tls_server`; a client session over
-  a transport that cannot half-close: :func:`wrap_close_as_eof`.
+* TLS: :func:`open_tls_stream`, :func:`wrap_tls_server` (a :class:`TLSStream`); a
+  client session over a transport that cannot half-close: :func:`wrap_close_as_eof`.
 * HTTP/1.1 Upgrade (h11): :func:`open_upgraded_stream`, :func:`wrap_upgrade_client`;
   server side ``HTTPRequest.accept_upgrade``.
 * WebSocket (wsproto): :func:`open_websocket_stream`, :func:`wrap_websocket_client`,
@@ -55,21 +55,29 @@ from ._server import (
     handle_http_connection,
     serve_http,
 )
-from ._tls import open_tcp_or_tls_stream, open_tls_stream, wrap_tls_server
+from ._tls import (
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    open_tcp_or_tls_stream,
+    open_tls_stream,
+    wrap_tls_server,
+)
+from ._tls_stream import DEFAULT_TLS_RECEIVE_SIZE, TLSStream
 from ._upgrade import UPGRADE_SPDY, open_upgraded_stream, wrap_upgrade_client
 from ._websocket import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
     WebSocketStream,
 )
 from ._websocket_handshake import open_websocket_stream, wrap_websocket_client
 
 __all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "DEFAULT_TLS_RECEIVE_SIZE",
+    "DEFAULT_WEBSOCKET_CLOSE_TIMEOUT",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
     "ConnectTimeout",
@@ -84,6 +92,7 @@ __all__ = [
     "HeadersLike",
     "PrefixedStream",
     "TLSHandshakeTimeout",
+    "TLSStream",
     "TransportError",
     "UpgradeRefused",
     "UpgradeResponse",

@@ -43,7 +43,7 @@ from ._http import (
 )
 from ._prefixed import wrap_prefixed
 from ._tls import wrap_tls_server
-from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, WebSocketStream
+from ._websocket import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_WEBSOCKET_CLOSE_TIMEOUT, WebSocketStream
 from ._websocket_handshake import accept_token, websocket_request_problem
 
 __all__ = [
@@ -223,7 +223,7 @@ class HTTPRequest:
         *,
         headers: HeadersLike = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        close_timeout: float = DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
     ) -> WebSocketStream:
         """Complete the WebSocket opening handshake and return the WebSocket.
 
@@ -477,7 +477,7 @@ async def handle_http_connection(
                     return
                 break
             if connection.upgraded is not None:
-                with trio.move_on_after(DEFAULT_CLOSE_TIMEOUT):
+                with trio.move_on_after(DEFAULT_WEBSOCKET_CLOSE_TIMEOUT):
                     await connection.upgraded.aclose()
                 await trio.aclose_forcefully(connection.upgraded)
                 return

@@ -27,8 +27,8 @@ from ._http import (
 )
 from ._tls import open_tcp_or_tls_stream
 from ._websocket import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
     WebSocketStream,
 )
 
@@ -86,7 +86,7 @@ async def wrap_websocket_client(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    close_timeout: float = DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
 ) -> WebSocketStream:
     """Run the client opening handshake over *stream* and return the WebSocket.
 
@@ -166,7 +166,7 @@ async def open_websocket_stream(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    close_timeout: float = DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
 ) -> WebSocketStream:
     """Connect (TCP, or TLS when *ssl_context* is given) and open a WebSocket.
 

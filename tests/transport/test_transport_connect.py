@@ -16,6 +16,7 @@ from muxstream.transport import (
     ConnectTimeout,
     HandshakeTimeout,
     TLSHandshakeTimeout,
+    TLSStream,
     open_tcp_or_tls_stream,
 )
 
@@ -72,7 +73,7 @@ async def test_connect_with_a_context_is_tls_to_the_given_name(
     with trio.fail_after(20):
         stream = await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
                                server_hostname="localhost")
-        assert isinstance(stream, trio.SSLStream)
+        assert isinstance(stream, TLSStream)
         assert stream.server_hostname == "localhost"
         await stream.send_all(b"ping")
         assert await stream.receive_some() == b"ping"
@@ -135,7 +136,7 @@ async def test_open_tcp_session_over_tls(
         # No server_hostname: the certificate is checked against the host (an IP SAN).
         async with muxstream.open_tcp_session("127.0.0.1", port, ssl_context=client_ssl_context,
                                               keepalive_interval=None) as session:
-            assert isinstance(session.transport, trio.SSLStream)
+            assert isinstance(session.transport, TLSStream)
             assert session.transport.server_hostname == "127.0.0.1"
             stream = await session.open_stream({"streamtype": "data"})
             await stream.send_all(b"hello over tls")
@@ -159,7 +160,7 @@ async def test_open_tcp_session_empty_server_hostname_means_the_host(
         async with muxstream.open_tcp_session("127.0.0.1", port, ssl_context=client_ssl_context,
                                               server_hostname="", keepalive_interval=None,
                                               close_timeout=0.1) as session:
-            assert isinstance(session.transport, trio.SSLStream)
+            assert isinstance(session.transport, TLSStream)
             assert session.transport.server_hostname == "127.0.0.1"
 
 
@@ -187,7 +188,7 @@ async def test_connect_passes_https_compatible_to_the_tls_stream(
     with trio.fail_after(20):
         stream = await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
                                server_hostname="localhost", https_compatible=https_compatible)
-        assert isinstance(stream, trio.SSLStream)
+        assert isinstance(stream, TLSStream)
         assert stream._https_compatible is https_compatible
         await stream.aclose()
 
@@ -203,7 +204,7 @@ async def test_remote_endpoint_connects_https_compatible(
     endpoint = RemoteEndpoint(f"https://localhost:{port}", ssl_context=client_ssl_context)
     with trio.fail_after(20):
         stream, host = await endpoint.connect()
-    assert isinstance(stream, trio.SSLStream) and stream._https_compatible is True
+    assert isinstance(stream, TLSStream) and stream._https_compatible is True
     assert host == f"localhost:{port}"
     await stream.aclose()
 
