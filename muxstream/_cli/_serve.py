@@ -31,26 +31,23 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .._auth import exposure_problem, validate_token
+from .._auth import exposure_problem, no_auth_warning, validate_token
 from .._session import SERVER, Session, open_session
-from ..remote import RemoteServer
-from ..remote._server import MAX_BODY_SIZE, no_auth_warning, request_refusal
-from ..remote._server_allow import allow_list_problem
-from ..remote._server_kubeapi import PortRanges
-from ..remote._server_limits import ServiceLimits, raise_nofile_limit
+from ..remote import (
+    PortRanges,
+    RemoteServer,
+    ServiceLimits,
+    allow_list_problem,
+    raise_nofile_limit,
+)
 from ..transport import (
     HandshakeError,
     HTTPRequest,
+    current_connection,
     handle_http_connection,
+    serve_connections,
     wrap_prefixed,
     wrap_tls_server,
-)
-from ..transport._connections import (
-    ConnectionInfo,
-    current_connection,
-    peer_name,
-    serve_connections,
-    set_current_connection,
 )
 from ._common import ENV_TOKEN, Address, CliError, check_file, listen_error, load_pem
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
@@ -75,7 +72,6 @@ class Server:
         self.token = token
         self.remote = remote
         self.remote_app = remote.app
-        self.remote_config = remote.config
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
@@ -107,8 +103,6 @@ class Server:
             await trio.aclose_forcefully(tcp)
 
     async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
-        if current_connection() is None:  # (not under serve_connections: tests)
-            set_current_connection(ConnectionInfo(peer_name(tcp)))
         transport: trio.abc.Stream = tcp
         try:
             if self.ssl_context is not None:
@@ -129,7 +123,9 @@ class Server:
         if first[0] == _SPDY_CONTROL_BYTE:
             await self.run_session(replayed, self.token)
         else:
-            await handle_http_connection(replayed, self.app, max_body_size=MAX_BODY_SIZE)
+            await handle_http_connection(
+                replayed, self.app, max_body_size=RemoteServer.max_body_size
+            )
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
@@ -139,10 +135,7 @@ class Server:
             finally:
                 self.remote_requests -= 1
             return
-        refusal = request_refusal(self.remote_config, request)
-        if refusal is not None:
-            await request.respond(refusal.status, [("content-type", "application/json")],
-                                  refusal.body)
+        if await self.remote.refuse_browser(request):
             return
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.

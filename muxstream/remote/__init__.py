@@ -37,11 +37,18 @@ from ._channels import (
     Channel,
     StreamType,
 )
-from ._client_copy import CopyError, CopyResult, copy_from_remote, copy_to_remote
-from ._client_endpoint import RemoteEndpoint, RemoteError
+from ._client_copy import (
+    CopyError,
+    CopyResult,
+    ProgressCallback,
+    copy_from_remote,
+    copy_to_remote,
+)
+from ._client_endpoint import RemoteEndpoint, RemoteError, TransportChoice
 from ._client_exec import RemoteProcess, open_remote_process, run_remote
 from ._client_portforward import ForwardedStream, PortForwarder, open_port_forward, port_forward
 from ._server import RemoteServer, bound_port, serve_remote
+from ._server_allow import allow_list_problem
 from ._server_backend import (
     ExecBackend,
     ExecRequest,
@@ -51,8 +58,8 @@ from ._server_backend import (
     ProcessHandle,
 )
 from ._server_config import RemoteServerConfig
-from ._server_kubeapi import KubeApi
-from ._server_limits import ServiceLimits
+from ._server_kubeapi import KubeApi, PortRanges
+from ._server_limits import ServiceLimits, raise_nofile_limit
 from ._status import ExitStatus, RemoteStatusError, TerminalSize
 
 __all__ = [
@@ -72,7 +79,9 @@ __all__ = [
     "LocalBackend",
     "LocalProcess",
     "PortForwarder",
+    "PortRanges",
     "ProcessHandle",
+    "ProgressCallback",
     "RemoteEndpoint",
     "RemoteError",
     "RemoteProcess",
@@ -82,12 +91,15 @@ __all__ = [
     "ServiceLimits",
     "StreamType",
     "TerminalSize",
+    "TransportChoice",
+    "allow_list_problem",
     "bound_port",
     "copy_from_remote",
     "copy_to_remote",
     "open_port_forward",
     "open_remote_process",
     "port_forward",
+    "raise_nofile_limit",
     "run_remote",
     "serve_remote",
 ]

@@ -25,7 +25,8 @@ from ..transport import (
     wrap_websocket_client,
 )
 
-Transport = Literal["auto", "websocket", "spdy"]
+#: How a client reaches the endpoint: WebSocket first then SPDY, or only one.
+TransportChoice = Literal["auto", "websocket", "spdy"]
 _KIND_NAMES = {"websocket": "WebSocket", "spdy": "SPDY/3.1"}
 #: Each connection phase is told here at DEBUG (``muxstream -v`` shows them).
 logger = logging.getLogger("muxstream.connect")
@@ -60,7 +61,7 @@ class RemoteEndpoint:
     token: str | None = None
     ssl_context: ssl.SSLContext | None = None
     namespace: str = "default"
-    transport: Transport = "auto"
+    transport: TransportChoice = "auto"
     connect_timeout: float = 30.0
 
     def path(self, pod: str, subresource: str) -> str:

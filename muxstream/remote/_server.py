@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
 
 import trio
@@ -31,6 +30,7 @@ from .._auth import (
     bearer_token_matches,
     browser_refusal,
     exposure_problem,
+    no_auth_warning,
     peer_host,
 )
 from ..transport import (
@@ -77,7 +77,7 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
 
 
 def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResponse | None:
-    """The 403 for a request a web page may have made (``_auth.browser_refusal``),
+    """The 403 for a request a web page may have made (``browser_refusal``),
     logged in one line; None if the request may go on to authentication."""
     problem = browser_refusal(
         request.headers.get_all("origin"),
@@ -93,20 +93,6 @@ def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResp
     return ApiResponse(403, status_body(403, "Forbidden", problem))
 
 
-def no_auth_warning(where: str) -> str:
-    """The one line said at start-up when a server runs without authentication."""
-    try:
-        import pwd
-
-        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
-    except (ImportError, KeyError):
-        user = "this user"
-    return (
-        f"no authentication on {where}: every local user (and every program on this "
-        f"machine) can run commands as {user} through it"
-    )
-
-
 async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
     await request.respond(
         response.status,
@@ -119,8 +105,12 @@ class RemoteServer:
     """Serves one configuration as an HTTP application (``transport.HTTPApp``).
 
     Use :meth:`app` with ``muxstream.transport.serve_http`` (or any server that
-    takes an ``HTTPApp``), or :meth:`handle_connection` with an accepted stream.
+    takes an ``HTTPApp``, with ``max_body_size=RemoteServer.max_body_size``),
+    or :meth:`handle_connection` with an accepted stream.
     """
+
+    #: Request body bytes the service reads: none (see ``MAX_BODY_SIZE``).
+    max_body_size = MAX_BODY_SIZE
 
     def __init__(self, config: RemoteServerConfig, backend: ExecBackend) -> None:
         self.config = config
@@ -142,9 +132,7 @@ class RemoteServer:
 
     async def app(self, request: HTTPRequest) -> None:
         """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
-        refusal = request_refusal(self.config, request)
-        if refusal is not None:
-            await _answer(request, refusal)
+        if await self.refuse_browser(request):
             return
         if not _authorized(self.config, request):
             await self.refuse_credentials(request)
@@ -186,6 +174,19 @@ class RemoteServer:
         finally:
             if counts_as_process:
                 self.processes.release()
+
+    async def refuse_browser(self, request: HTTPRequest) -> bool:
+        """Answer 403 to a request a web page may have made (a foreign ``Origin``;
+        without authentication, a ``Host`` that is not loopback) and return True,
+        with one WARNING line; False if the request may go on to authentication.
+
+        :meth:`app` starts with it; a server that routes some paths elsewhere
+        (``muxstream serve``) calls it for those too."""
+        refusal = request_refusal(self.config, request)
+        if refusal is None:
+            return False
+        await _answer(request, refusal)
+        return True
 
     async def refuse_credentials(self, request: HTTPRequest) -> None:
         """Answer 401 and close the connection (one try per connection), after a
