@@ -426,7 +426,7 @@ def start_session(
     Args: as for :func:`open_session`.
     """
     session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
-    session._start(nursery)
+    session._start(nursery)  # noqa: SLF001 (this module's factory starts its session)
     return session
 
 
@@ -456,11 +456,11 @@ async def open_session(
     """
     session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     async with trio.open_nursery() as nursery:
-        session._start(nursery)
+        session._start(nursery)  # noqa: SLF001 (this module's factory runs its session)
         try:
             yield session
         except BaseException as exc:
-            await session._close(Trigger.ABANDONED, exc)
+            await session._close(Trigger.ABANDONED, exc)  # noqa: SLF001 (as above)
             raise
         else:
             await session.aclose()

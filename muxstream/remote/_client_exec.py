@@ -82,6 +82,45 @@ class _WebSocketStdin(ChannelSendStream):
             await trio.lowlevel.checkpoint()
 
 
+class _ExitStatusReader:
+    """Reads the error stream to its end: the exit Status, or why it is missing.
+
+    Fed by the connection side (:func:`open_remote_process`), read by
+    :meth:`RemoteProcess.wait`.
+    """
+
+    def __init__(self) -> None:
+        self.document: bytes | None = None
+        #: reading the error stream failed (the connection broke under it)
+        self.failure: BaseException | None = None
+        #: the connection ended with this error (WebSocket: the reader's verdict)
+        self.connection_failure: BaseException | None = None
+        self.done = trio.Event()
+
+    async def read(self, source: trio.abc.ReceiveStream) -> None:
+        chunks = []
+        try:
+            async for chunk in source:
+                chunks.append(bytes(chunk))
+            self.document = b"".join(chunks)
+        except GONE as exc:
+            self.failure = exc
+        finally:
+            self.done.set()
+
+    async def wait(self) -> bytes:
+        """The Status document; BrokenResourceError if the connection broke first."""
+        await self.done.wait()
+        if not self.document and self.connection_failure is not None:
+            self.failure = self.connection_failure
+        if self.failure is not None:
+            raise trio.BrokenResourceError("connection lost before the exit status") from (
+                self.failure
+            )
+        assert self.document is not None
+        return self.document
+
+
 class RemoteProcess:
     """A command running on the endpoint (compare ``trio.Process``).
 
@@ -98,17 +137,24 @@ class RemoteProcess:
     stdout: trio.abc.ReceiveStream | None
     stderr: trio.abc.ReceiveStream | None
 
-    def __init__(self, transport: str, protocol: str) -> None:
+    def __init__(
+        self,
+        transport: str,
+        protocol: str,
+        *,
+        stdin: trio.abc.SendStream | None = None,
+        stdout: trio.abc.ReceiveStream | None = None,
+        stderr: trio.abc.ReceiveStream | None = None,
+        resize: trio.abc.SendStream | None = None,
+        status: _ExitStatusReader | None = None,
+    ) -> None:
         self.transport = transport
         self.protocol = protocol
         self.version = PROTOCOL_VERSIONS.get(protocol, 4)
-        self.stdin = self.stdout = self.stderr = None
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode: int | None = None
-        self._resize: trio.abc.SendStream | None = None
-        self._error_document: bytes | None = None
-        self._error_done = trio.Event()
-        self._error_failure: BaseException | None = None
-        self._connection_failure: BaseException | None = None
+        self._resize = resize
+        self._status = status if status is not None else _ExitStatusReader()
 
     async def resize(self, width: int, height: int) -> None:
         """Tell the remote terminal its new size (only with ``tty=True``)."""
@@ -123,56 +169,41 @@ class RemoteProcess:
         reported a failure that is not an exit code, and
         ``trio.BrokenResourceError`` if the connection broke first.
         """
-        await self._error_done.wait()
-        if not self._error_document and self._connection_failure is not None:
-            self._error_failure = self._connection_failure
-        if self._error_failure is not None:
-            raise trio.BrokenResourceError("connection lost before the exit status") from (
-                self._error_failure
-            )
-        assert self._error_document is not None
-        self.returncode = decode_status(self._error_document, version=self.version).returncode
+        document = await self._status.wait()
+        self.returncode = decode_status(document, version=self.version).returncode
         return self.returncode
-
-    async def _read_error(self, source: trio.abc.ReceiveStream) -> None:
-        chunks = []
-        try:
-            async for chunk in source:
-                chunks.append(bytes(chunk))
-            self._error_document = b"".join(chunks)
-        except GONE as exc:
-            self._error_failure = exc
-        finally:
-            self._error_done.set()
 
 
 async def _spdy_process(
     nursery: trio.Nursery,
     session: Session,
-    process: RemoteProcess,
+    kind: str,
+    protocol: str,
     *,
     stdin: bool,
     stdout: bool,
     stderr: bool,
     tty: bool,
-) -> None:
-    """Open the typed streams in client-go's order and wire them to ``process``."""
+) -> RemoteProcess:
+    """Open the typed streams in client-go's order; the process they make up."""
 
     async def open_typed(kind: StreamType) -> Stream:
         return await session.open_stream(headers={STREAM_TYPE_HEADER: str(kind)})
 
+    status = _ExitStatusReader()
     error = await open_typed(StreamType.ERROR)
     await error.send_eof()  # we never write on it
-    nursery.start_soon(process._read_error, error)
-    if stdin:
-        process.stdin = _RemoteStdin(await open_typed(StreamType.STDIN))
-    if stdout:
-        process.stdout = await open_typed(StreamType.STDOUT)
-    if stderr and not tty:
-        process.stderr = await open_typed(StreamType.STDERR)
-    if tty and process.version >= 3:
+    nursery.start_soon(status.read, error)
+    stdin_stream = _RemoteStdin(await open_typed(StreamType.STDIN)) if stdin else None
+    stdout_stream = await open_typed(StreamType.STDOUT) if stdout else None
+    stderr_stream = await open_typed(StreamType.STDERR) if stderr and not tty else None
+    resize = None
+    if tty and PROTOCOL_VERSIONS.get(protocol, 4) >= 3:
         resize = await open_typed(StreamType.RESIZE)
-        process._resize = resize
+    return RemoteProcess(
+        kind, protocol, stdin=stdin_stream, stdout=stdout_stream, stderr=stderr_stream,
+        resize=resize, status=status,
+    )
 
 
 def exec_target(
@@ -248,15 +279,15 @@ async def open_remote_process(
         websocket_protocols=WEBSOCKET_PROTOCOLS,
         spdy_protocols=SUPPORTED_STREAM_PROTOCOLS,
     )
-    process = RemoteProcess(kind, protocol)
     if kind == "spdy":
         if protocol not in PROTOCOL_VERSIONS:
             await stream.aclose()
             raise RemoteError(101, f"unsupported protocol version {protocol!r}")
         async with open_session(wrap_close_as_eof(stream), role=CLIENT) as session:
             async with trio.open_nursery() as nursery:
-                await _spdy_process(
-                    nursery, session, process, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+                process = await _spdy_process(
+                    nursery, session, kind, protocol,
+                    stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
                 )
                 try:
                     yield process
@@ -265,29 +296,34 @@ async def open_remote_process(
         return
     assert isinstance(stream, WebSocketStream)
     websocket = stream
+    version = PROTOCOL_VERSIONS.get(protocol, 4)
     lock = trio.Lock()
+    status = _ExitStatusReader()
     outputs: dict[int, PipeSendStream] = {}
     error_send, error_receive = open_pipe()
     outputs[Channel.ERROR] = error_send
+    stdout_stream = stderr_stream = None
     if stdout:
-        outputs[Channel.STDOUT], process.stdout = open_pipe()
+        outputs[Channel.STDOUT], stdout_stream = open_pipe()
     if stderr and not tty:
-        outputs[Channel.STDERR], process.stderr = open_pipe()
-    if stdin:
-        process.stdin = _WebSocketStdin(websocket, lock, process.version)
-    if tty:
-        process._resize = ChannelSendStream(websocket, Channel.RESIZE, lock)
+        outputs[Channel.STDERR], stderr_stream = open_pipe()
+    process = RemoteProcess(
+        kind, protocol,
+        stdin=_WebSocketStdin(websocket, lock, version) if stdin else None,
+        stdout=stdout_stream,
+        stderr=stderr_stream,
+        resize=ChannelSendStream(websocket, Channel.RESIZE, lock) if tty else None,
+        status=status,
+    )
     async with websocket:
         async with trio.open_nursery() as nursery:
 
             async def demux() -> None:
-                process._connection_failure = await demux_messages(
-                    websocket, process.version, outputs
-                )
+                status.connection_failure = await demux_messages(websocket, version, outputs)
 
             nursery.start_soon(demux)
             nursery.start_soon(websocket.run_keepalive, PING_INTERVAL, PING_TIMEOUT)
-            nursery.start_soon(process._read_error, error_receive)
+            nursery.start_soon(status.read, error_receive)
             try:
                 yield process
             finally:
