@@ -17,6 +17,7 @@ benchmarks must measure the peers, not the harness.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -141,14 +142,22 @@ def tls_contexts(params: Params) -> tuple[Any, Any] | None:
     ``ca`` (the CA certificate), ``cert`` (server chain) and ``key``.  The server name
     to verify is ``localhost``.
     """
-    import ssl
-
     tls = params.get("tls")
     if not tls:
         return None
+    return _tls_contexts(tls["ca"], tls["cert"], tls["key"])
+
+
+@functools.cache
+def _tls_contexts(ca: str, cert: str, key: str) -> tuple[Any, Any]:
+    # One pair per process, as an application holds one context for all its
+    # connections (a context costs ~50 KiB: the memory-per-session row would
+    # otherwise count it per session).
+    import ssl
+
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(tls["cert"], tls["key"])
-    client = ssl.create_default_context(cafile=tls["ca"])
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=ca)
     return server, client
 
 

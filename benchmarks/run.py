@@ -11,10 +11,12 @@ Each measurement is two fresh processes over 127.0.0.1 (a server and a client wo
 ``benchmarks/worker.py`` or the Go reference binary); repetitions are interleaved
 across peers (repeat 1 of every peer, then repeat 2, ...) so that machine noise hits
 all peers alike, and each figure is the median of the repeats.  Ratios compare
-medians from the same run.  Targets (issue 7) print PASS/MISS; they are
+medians from the same run.  Targets (issues 7 and 16) print PASS/MISS; they are
 informational: the exit status is 0 unless a measurement crashed.
 
-Results are printed as a table and written as JSON to ``benchmarks/results/``.
+Results are printed as a table and written as JSON to ``benchmarks/results/``;
+``--plot FILE`` also draws them as a chart (PNG; ``python -m benchmarks._plot``
+redraws one from a JSON file).
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # allow `python benchmarks/run.py`
     sys.path.insert(0, str(REPO))
 
-from benchmarks import _profiling  # noqa: E402
+from benchmarks import _plot, _profiling  # noqa: E402
 from benchmarks._common import GiB, KiB, MiB, rss_kib  # noqa: E402
 from benchmarks.peers import mux as mux_peer  # noqa: E402
 from benchmarks.peers import spdystream_go  # noqa: E402
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
-ALL_ROWS = ("bulk", "bulk16", "churn", "ping", "memory", "ws", "tls", "go")
+ALL_ROWS = ("bulk", "bulk16", "churn", "ping", "memory", "sessions", "ws", "tls", "go")
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class Measurement:
     peer: str
     scenario: str
     params: dict[str, Any]
-    metric: str  # "MiB/s", "streams/s", "rtt", "idle-memory", "stalled-memory"
+    metric: str  # "MiB/s", "streams/s", "rtt", "idle-memory", "stalled-memory", "session-memory"
     vs: str | None = None  # key of the measurement ratios are taken against
     needs: str | None = None  # why it cannot run here, if it cannot
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -276,6 +278,7 @@ _HEADLINE = {
     "rtt": "p50_us",
     "idle-memory": "server_kib_per_stream",
     "stalled-memory": "server_growth_over_bound",
+    "session-memory": "kib_per_session",
 }
 
 
@@ -297,6 +300,14 @@ def _figures(metric: str, run: dict[str, Any]) -> dict[str, float]:
         return {
             "server_kib_per_stream": (run["server_rss_holding"] - run["server_rss_baseline"]) / n,
             "client_kib_per_stream": run["client_kib_per_stream"],
+        }
+    if metric == "session-memory":
+        server = (run["server_rss_holding"] - run["server_rss_baseline"]) / run["sessions"]
+        client = run["client_kib_per_session"]
+        return {
+            "server_kib_per_session": server,
+            "client_kib_per_session": client,
+            "kib_per_session": max(server, client),
         }
     if metric == "stalled-memory":
         # What flow control allows in flight: every stream's window, capped by the
@@ -326,6 +337,7 @@ class Config:
     ping_load_count: int
     idle_streams: int
     stalled_streams: int
+    idle_sessions: int
     timeout: float
 
 
@@ -342,7 +354,8 @@ def plan(cfg: Config, rows: list[str], go_ok: str | None, tls: dict[str, str]) -
     # Memory rows: room for every stream (the default concurrency limit is lower).
     idle = {"streams": cfg.idle_streams, "options": {"max_concurrent_streams": 2**20}}
     stalled = {"streams": cfg.stalled_streams, "options": {"max_concurrent_streams": 2**20}}
-    n_idle, n_stalled = cfg.idle_streams, cfg.stalled_streams
+    n_idle, n_stalled, n_sessions = cfg.idle_streams, cfg.stalled_streams, cfg.idle_sessions
+    sessions = {"sessions": n_sessions}
     B, S, R = "MiB/s", "streams/s", "rtt"
     # key, short name, label, peer, scenario, params, metric, ratio to (key), why not runnable
     # fmt: off
@@ -402,6 +415,13 @@ def plan(cfg: Config, rows: list[str], go_ok: str | None, tls: dict[str, str]) -
          "idle_memory", dict(idle, tasks=True), "idle-memory", None, mux),
         ("memory/stalled", "stalled", f"muxstream receiver, {n_stalled} streams not reading",
          "muxstream", "stalled_memory", stalled, "stalled-memory", None, mux),
+        # 4b. memory per idle session (one stream each), on each side, per transport
+        ("sessions/tcp", "TCP", f"{n_sessions} idle sessions over TCP", "muxstream",
+         "idle_sessions", sessions, "session-memory", None, mux),
+        ("sessions/tls", "TLS", f"{n_sessions} idle sessions over TLS", "muxstream",
+         "idle_sessions", dict(sessions, tls=tls), "session-memory", None, mux),
+        ("sessions/ws", "WebSocket", f"{n_sessions} idle sessions over WebSocket", "muxstream",
+         "idle_sessions", dict(sessions, transport="websocket"), "session-memory", None, mux_ws),
         # 5. WebSocket and TLS
         ("ws/trio-websocket", "trio-websocket", "trio-websocket, 64 KiB messages",
          "trio-websocket", "bulk", bulk, B, "ws/trio-websocket", None),
@@ -443,7 +463,7 @@ def plan(cfg: Config, rows: list[str], go_ok: str | None, tls: dict[str, str]) -
 
 
 # ---------------------------------------------------------------------------
-# Targets (issue 7)
+# Targets (issue 16, round 4; and those of issue 7 that still stand)
 
 
 @dataclass
@@ -454,65 +474,49 @@ class Target:
     bound: float
     reference: str | None = None
     at_least: bool = True
+    issue: int = 16
+
+
+def _session_target(transport: str, key: str) -> Target:
+    return Target(f"memory per idle {transport} session <= 64 KiB on each side", key,
+                  "kib_per_session", 64, at_least=False)
 
 
 TARGETS = [
-    Target("bulk 1 stream >= 0.9x raw trio", "bulk/muxstream", "ratio", 0.9, "bulk/trio"),
-    Target("bulk 16 streams >= 0.8x raw trio", "bulk16/muxstream", "ratio", 0.8, "bulk16/trio"),
-    Target("bulk 1 stream >= 5x h2 over trio", "bulk/muxstream", "ratio", 5.0, "bulk/h2"),
-    Target("bulk 16 streams >= 5x h2 over trio", "bulk16/muxstream", "ratio", 5.0, "bulk16/h2"),
-    Target("churn, 1 in flight >= 3x h2", "churn/muxstream-c1", "ratio", 3.0, "churn/h2-c1"),
-    Target("churn, 64 in flight >= 3x h2", "churn/muxstream-c64", "ratio", 3.0, "churn/h2-c64"),
-    Target("churn, 64 in flight >= 6,000 streams/s", "churn/muxstream-c64", "streams_s", 6000),
-    Target("churn, 1 in flight, no wait for SYN_REPLY >= 3x h2", "churn/muxstream-nowait-c1",
-           "ratio", 3.0, "churn/h2-c1"),
-    Target("churn, 64 in flight, no wait for SYN_REPLY >= 3x h2", "churn/muxstream-nowait-c64",
-           "ratio", 3.0, "churn/h2-c64"),
-    Target("churn, 64 in flight, no wait >= 6,000 streams/s", "churn/muxstream-nowait-c64",
-           "streams_s", 6000),
-    Target(
-        "ping p99 while pinger sends <= 10 ms",
-        "ping/muxstream-load-send",
-        "p99_us",
-        10000,
-        at_least=False,
-    ),
-    Target(
-        "ping p99 while pinger receives <= 10 ms",
-        "ping/muxstream-load-recv",
-        "p99_us",
-        10000,
-        at_least=False,
-    ),
-    Target(
-        "idle ping p50 <= 1.3x raw trio echo",
-        "ping/muxstream",
-        "ratio",
-        1.3,
-        "ping/trio",
-        at_least=False,
-    ),
-    Target(
-        "idle streams <= 2 KiB each", "memory/idle", "server_kib_per_stream", 2.0, at_least=False
-    ),
-    Target(
-        "stalled receiver growth <= 1.5x its bound (min(streams x window, session window))",
-        "memory/stalled",
-        "server_growth_over_bound",
-        1.5,
-        at_least=False,
-    ),
+    Target("bulk 1 stream >= 0.6x raw trio", "bulk/muxstream", "ratio", 0.6, "bulk/trio"),
+    Target("bulk 1 stream >= 1.5x Go spdystream", "bulk/muxstream", "ratio", 1.5, "go/bulk"),
+    Target("bulk 16 streams >= 0.5x raw trio", "bulk16/muxstream", "ratio", 0.5, "bulk16/trio"),
+    Target("TLS bulk >= 1.0x trio SSLStream", "tls/muxstream", "ratio", 1.0, "tls/trio"),
     Target(
         "WebSocket bulk >= 1.5x trio-websocket", "ws/muxstream", "ratio", 1.5, "ws/trio-websocket"
     ),
-    Target("TLS bulk >= 0.8x trio over TLS", "tls/muxstream", "ratio", 0.8, "tls/trio"),
+    Target("churn, 64 in flight >= 1.2x Go spdystream", "churn/muxstream-c64", "ratio", 1.2,
+           "go/churn-c64"),
+    Target("idle ping p50 <= 1.3x raw trio echo", "ping/muxstream", "ratio", 1.3, "ping/trio",
+           at_least=False),
+    _session_target("TCP", "sessions/tcp"),
+    _session_target("TLS", "sessions/tls"),
+    _session_target("WebSocket", "sessions/ws"),
+    Target("bulk 1 stream >= 5x h2 over trio", "bulk/muxstream", "ratio", 5.0, "bulk/h2", issue=7),
+    Target("bulk 16 streams >= 5x h2 over trio", "bulk16/muxstream", "ratio", 5.0, "bulk16/h2",
+           issue=7),
+    Target("ping p99 while pinger sends <= 10 ms", "ping/muxstream-load-send", "p99_us", 10000,
+           at_least=False, issue=7),
+    Target("ping p99 while pinger receives <= 10 ms", "ping/muxstream-load-recv", "p99_us", 10000,
+           at_least=False, issue=7),
+    Target("idle streams <= 2 KiB each", "memory/idle", "server_kib_per_stream", 2.0,
+           at_least=False, issue=7),
+    Target(
+        "stalled receiver growth <= 1.5x its bound (min(streams x window, session window))",
+        "memory/stalled", "server_growth_over_bound", 1.5, at_least=False, issue=7,
+    ),
 ]
 
 
 def evaluate(target: Target, by_key: dict[str, Measurement]) -> dict[str, Any]:
     m = by_key.get(target.key)
     ref = by_key.get(target.reference) if target.reference else None
-    out: dict[str, Any] = {"target": target.text, "bound": target.bound}
+    out: dict[str, Any] = {"target": target.text, "bound": target.bound, "issue": target.issue}
     if m is None or (target.reference and ref is None):
         return dict(out, status="not run")
     if not m.runs or (ref is not None and not ref.runs):
@@ -531,6 +535,8 @@ def _show(figure: str, value: float) -> str:
         return f"{value:,.0f} streams/s"
     if figure.endswith("kib_per_stream"):
         return f"{value:.2f} KiB"
+    if figure.endswith("kib_per_session"):
+        return f"{value:,.0f} KiB"
     return f"{value:.2f}x"
 
 
@@ -583,6 +589,7 @@ SECTIONS = {
     "churn": "Stream churn: open, send 100 B, receive 100 B reply, close",
     "ping": "Round-trip time",
     "memory": "Memory (server RSS growth)",
+    "sessions": "Memory per idle session (one stream each; RSS growth on each side)",
     "ws": "Bulk over WebSocket, 1 stream",
     "tls": "Bulk over TLS, 1 stream",
     "go": "Go spdystream (reference), and mixed Go/muxstream pairs",
@@ -602,6 +609,11 @@ def _fmt_value(m: Measurement) -> str:
     if m.metric == "idle-memory":
         return (
             f"{v['server_kib_per_stream']:.2f} KiB/stream (client {v['client_kib_per_stream']:.2f})"
+        )
+    if m.metric == "session-memory":
+        return (
+            f"server {v['server_kib_per_session']:,.0f} KiB/session, "
+            f"client {v['client_kib_per_session']:,.0f} KiB/session"
         )
     if m.metric == "stalled-memory":
         return (
@@ -645,12 +657,12 @@ def render(
                             ratio += f" (CPU {mine[cpu] / theirs[cpu]:.2f}x)"
             lines.append(f"| {m.label} | {value} | {ratio} |")
         lines.append("")
-    lines.append("### Targets (issue 7)")
+    lines.append("### Targets")
     lines.append("")
-    lines.append("| target | measured | verdict |")
-    lines.append("|---|---|---|")
+    lines.append("| target | issue | measured | verdict |")
+    lines.append("|---|---|---|---|")
     for t in targets:
-        lines.append(f"| {t['target']} | {t.get('shown', '')} | {t['status']} |")
+        lines.append(f"| {t['target']} | {t['issue']} | {t.get('shown', '')} | {t['status']} |")
     return "\n".join(lines)
 
 
@@ -779,6 +791,9 @@ def main(argv: list[str] | None = None) -> int:
         "--stalled-streams", type=int, help="stalled receiving streams (default 100)"
     )
     parser.add_argument(
+        "--idle-sessions", type=int, help="idle sessions per transport (default 1000)"
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=600.0,
@@ -799,6 +814,10 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON output path (default benchmarks/results/run-<UTC time>.json)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE",
+        help="also draw the results as a chart (PNG; needs matplotlib, in the bench extra)",
+    )
     parser.add_argument(
         "--mux-option",
         action="append",
@@ -824,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         ping_load_count=args.ping_count or (100 if quick else 1500),
         idle_streams=args.idle_streams or (500 if quick else 10000),
         stalled_streams=args.stalled_streams or (10 if quick else 100),
+        idle_sessions=args.idle_sessions or (50 if quick else 1000),
         timeout=args.timeout,
     )
     cfg.warmup = min(cfg.size // 4, 16 * MiB)
@@ -902,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
                 "measurements": [
                     {
                         "key": m.key,
+                        "row": m.row,
+                        "short": m.short,
+                        "vs": m.vs,
                         "label": m.label,
                         "peer": m.peer,
                         "scenario": m.scenario,
@@ -923,6 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.markdown:
         args.markdown.write_text(table + "\n")
+    if args.plot:
+        _plot.plot_file(output, args.plot)
+        log(f"chart written to {args.plot}")
     log(f"results written to {output}")
     for m in crashed:
         log(f"CRASHED {m.key}:\n{m.errors[0]}")

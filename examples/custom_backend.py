@@ -6,7 +6,7 @@ Try it:
     export MUXSTREAM_TOKEN=$(openssl rand -hex 16)         # server and client
     python examples/custom_backend.py --serve --port 7071  # keep serving; then:
     echo '2 ** 10' | muxstream exec -a 127.0.0.1:7071 -i -- calc
-    muxstream exec -a 127.0.0.1:7071 -it -- calc   # interactive
+    muxstream exec -a 127.0.0.1:7071 -it -- calc   # interactive: ^D or `exit` leaves
 
 No process is started and nothing touches the filesystem: the backend
 (`FunctionBackend`) hands each exec request to an async function with the
@@ -75,23 +75,63 @@ async def calc(
     if request.command[:1] != ("calc",):
         await stderr.send_all(b"only `calc` runs here\n")
         return 127
+    if request.tty:
+        return await calc_on_a_terminal(stdin, stdout)
     failures = 0
     pending = b""
-    if request.tty:
-        await stdout.send_all(b"calc> ")
     async for chunk in stdin:
-        pending += chunk.replace(b"\r", b"\n") if request.tty else chunk
+        pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
-            if not line.strip():
-                continue
-            try:
-                await stdout.send_all(f"{calculate(line.decode())}\n".encode())
-            except (ValueError, SyntaxError, ZeroDivisionError, OverflowError) as exc:
-                failures += 1
-                await stderr.send_all(f"error: {exc}\n".encode())
-            if request.tty:
+            if line.strip():
+                answer, failed = evaluate(line.decode(errors="replace"))
+                failures += failed
+                await (stderr if failed else stdout).send_all(f"{answer}\n".encode())
+    return 1 if failures else 0
+
+
+def evaluate(line: str) -> tuple[str, bool]:
+    """(the answer or the error, whether it failed)."""
+    try:
+        return str(calculate(line)), False
+    except (ValueError, SyntaxError, ZeroDivisionError, OverflowError) as exc:
+        return f"error: {exc}", True
+
+
+async def calc_on_a_terminal(stdin: trio.abc.ReceiveStream, stdout: trio.abc.SendStream) -> int:
+    """`exec -it -- calc`: the client's terminal is raw, so this side does what a
+    terminal's line discipline would: echo what is typed, erase on Backspace,
+    end a line on Enter (\\r), and leave on ^D (on an empty line), ^C or `exit`.
+    Output lines end in \\r\\n, as on any raw terminal."""
+    await stdout.send_all(b"calc: arithmetic, one expression per line; "
+                          b"^D or `exit` leaves\r\ncalc> ")
+    line = ""
+    failures = 0
+    async for chunk in stdin:
+        for char in chunk.decode(errors="replace"):
+            if char == "\x03":  # ^C
+                await stdout.send_all(b"^C\r\n")
+                return 130
+            if char == "\x04" and not line:  # ^D on an empty line: end of input
+                await stdout.send_all(b"\r\n")
+                return 1 if failures else 0
+            if char in "\x7f\b":
+                if line:
+                    line = line[:-1]
+                    await stdout.send_all(b"\b \b")
+            elif char in "\r\n":
+                await stdout.send_all(b"\r\n")
+                if line.strip() in ("exit", "quit"):
+                    return 1 if failures else 0
+                if line.strip():
+                    answer, failed = evaluate(line)
+                    failures += failed
+                    await stdout.send_all(f"{answer}\r\n".encode())
+                line = ""
                 await stdout.send_all(b"calc> ")
+            elif char.isprintable():
+                line += char
+                await stdout.send_all(char.encode())
     return 1 if failures else 0
 
 
@@ -125,5 +165,5 @@ async def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(trio.run(main))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C, possibly inside trio's exception groups
         pass

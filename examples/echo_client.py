@@ -62,4 +62,10 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main))
+    try:
+        sys.exit(trio.run(main))
+    except* OSError as failed:  # nothing listens there: one line, not a traceback
+        reason = failed.exceptions[0]
+        print(f"echo_client: {reason} (is examples/echo_server.py running there?)",
+              file=sys.stderr)
+        sys.exit(1)

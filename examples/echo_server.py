@@ -55,5 +55,5 @@ async def main() -> None:
 if __name__ == "__main__":
     try:
         trio.run(main)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C, possibly inside trio's exception groups
         pass

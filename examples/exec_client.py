@@ -62,8 +62,12 @@ async def main() -> int:
                     outputs.start_soon(pump_out, process.stderr, 2)
                 nursery.cancel_scope.cancel()  # output is done: stop reading our stdin
             return await process.wait()
-    except (RemoteError, OSError) as exc:
+    except RemoteError as exc:
         print(f"exec_client: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # nothing listens there: one line, not a traceback
+        print(f"exec_client: cannot connect to {args.url}: {exc} "
+              "(is examples/exec_server.py running there?)", file=sys.stderr)
         return 1
 
 

@@ -142,5 +142,5 @@ async def main() -> str | None:
 if __name__ == "__main__":
     try:
         sys.exit(trio.run(main))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C, possibly inside trio's exception groups
         sys.exit(130)

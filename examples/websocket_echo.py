@@ -3,13 +3,16 @@
 Try it:
 
     python examples/websocket_echo.py                 # server and client in one process
-    python examples/websocket_echo.py --serve --port 8081     # then connect from elsewhere
+    python examples/websocket_echo.py --serve --port 8081     # then connect from elsewhere:
+    muxstream echo --transport websocket -a 127.0.0.1:8081 hi
 
-(`muxstream serve` does the same on `/muxstream`: `muxstream echo --transport websocket hi`.)
+The path, `/muxstream`, and the WebSocket subprotocol, `muxstream`, are the ones
+`muxstream serve` and the command line use, and the `hello` stream the command
+line opens first is answered, so `muxstream echo` talks to this server too.
 
 Proxies, load balancers and CDNs that only pass HTTP still pass WebSocket. The
 server is `muxstream.transport.serve_http`: it answers plain HTTP requests and
-upgrades `/mux` to a WebSocket; the session runs over the WebSocket's binary
+upgrades `/muxstream` to a WebSocket; the session runs over the WebSocket's binary
 messages exactly as over TCP (every stream, window and close rule holds). The
 client side is `open_websocket_stream` + `open_session`.
 """
@@ -17,6 +20,7 @@ client side is `open_websocket_stream` + `open_session`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import trio
@@ -24,15 +28,18 @@ import trio
 import muxstream
 from muxstream.transport import HTTPRequest, open_websocket_stream, serve_http
 
-PATH = "/mux"
+PATH = "/muxstream"  # as `muxstream serve`
+SUBPROTOCOL = "muxstream"  # what `muxstream echo --transport websocket` offers
 
 
 async def app(request: HTTPRequest) -> None:
-    """Upgrade `/mux` to a WebSocket carrying a session; anything else: 404."""
+    """Upgrade `/muxstream` to a WebSocket carrying a session; anything else: 404."""
     if request.path != PATH or not request.is_websocket:
-        await request.respond(404, [("content-type", "text/plain")], b"try a WebSocket on /mux\n")
+        await request.respond(404, [("content-type", "text/plain")],
+                              f"try a WebSocket on {PATH}\n".encode())
         return
-    websocket = await request.accept_websocket()
+    # A client that offers subprotocols needs one chosen; ours offers none.
+    websocket = await request.accept_websocket(request.negotiate_subprotocol([SUBPROTOCOL]))
     async with muxstream.open_session(websocket, role=muxstream.SERVER) as session:
         async with trio.open_nursery() as nursery:
             async for stream in session:
@@ -41,6 +48,10 @@ async def app(request: HTTPRequest) -> None:
 
 async def echo(stream: muxstream.Stream) -> None:
     async with stream:
+        if stream.headers.get("service") == "hello":  # the command line's first stream
+            await stream.send_all(json.dumps({"server": "websocket_echo example"}).encode())
+            await stream.send_eof()
+            return
         async for chunk in stream:
             await stream.send_all(chunk)
         await stream.send_eof()
@@ -89,5 +100,5 @@ async def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(trio.run(main))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C, possibly inside trio's exception groups
         pass

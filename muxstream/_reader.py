@@ -1,4 +1,4 @@
-"""The reader: the one task that reads the transport (ARCHITECTURE rule 2).
+"""The reader: the one task that reads the transport (docs/performance.md, design rules).
 
 It reads, feeds the bytes to the sans-IO connection, applies the events
 (``_dispatch``), and pauses when the session must push back on the peer

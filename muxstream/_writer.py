@@ -1,7 +1,8 @@
 """The writer: the one task that writes the transport, and the inline writes.
 
-Writes keep ARCHITECTURE rule 2's point -- one ordered byte stream, never two
-writers interleaving -- with one refinement measured to pay (docs/performance.md):
+Writes keep the one-writer rule's point (docs/performance.md, design rules) -- one
+ordered byte stream, never two writers interleaving -- with one refinement
+measured to pay (docs/performance.md):
 on TCP, when the writer task holds no bytes of its own, the task that just queued
 frames writes them itself with one non-blocking ``writev`` and no await, so
 nothing can interleave; whatever the kernel does not take goes to the writer,

@@ -88,6 +88,16 @@ def _tune_socket(sock: trio.SocketStream, params: Params) -> None:
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
 
 
+def _tls_stream_class() -> Any:
+    """muxstream's own TLS stream (what open_tls_stream/wrap_tls_server return), or
+    trio.SSLStream for a muxstream from before it (A/B runs against old commits)."""
+    try:
+        from muxstream.transport import TLSStream
+    except ImportError:
+        return trio.SSLStream
+    return TLSStream
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -160,7 +170,7 @@ async def server(params: Params, task_status: trio.TaskStatus[int]) -> None:
         transport: trio.abc.Stream = sock
         try:
             if contexts is not None:
-                tls = trio.SSLStream(sock, contexts[0], server_side=True)
+                tls = _tls_stream_class()(sock, contexts[0], server_side=True)
                 await tls.do_handshake()
                 transport = tls
             if websocket:
@@ -192,7 +202,7 @@ async def _session(port: int, params: Params, *, graceful: bool = True) -> Async
     transport: trio.abc.Stream = sock
     contexts = tls_contexts(params)
     if contexts is not None:
-        tls = trio.SSLStream(sock, contexts[1], server_hostname=TLS_SERVER_NAME)
+        tls = _tls_stream_class()(sock, contexts[1], server_hostname=TLS_SERVER_NAME)
         await tls.do_handshake()
         transport = tls
     if params.get("transport") == "websocket":
@@ -349,6 +359,37 @@ async def idle_memory_client(port: int, params: Params) -> Result:
     return {"streams": n, "client_kib_per_stream": (after - before) / n}
 
 
+async def idle_sessions_client(port: int, params: Params) -> Result:
+    """Open ``sessions`` sessions (one stream each) and hold them; both sides' RSS growth.
+
+    Everything is warmed up first on one extra session (imports, TLS, WebSocket
+    code paths on both sides), which stays open through the measurement.
+    """
+    n = params["sessions"]
+    release = trio.Event()
+
+    async def hold(task_status: trio.TaskStatus[None]) -> None:
+        async with _session(port, params, graceful=False) as session:
+            stream = await session.open_stream(headers={"mode": "hold"})
+            task_status.started()
+            await release.wait()
+            del stream
+
+    async with _session(port, params, graceful=False) as warm, trio.open_nursery() as nursery:
+        await _echo(warm)
+        gc.collect()
+        before = rss_kib()
+        await checkpoint("baseline")
+        for _ in range(n):
+            await nursery.start(hold)
+        await _echo(warm)  # the server has processed every stream by now
+        gc.collect()
+        after = rss_kib()
+        await checkpoint("holding")
+        release.set()
+    return {"sessions": n, "client_kib_per_session": (after - before) / n}
+
+
 async def stalled_memory_client(port: int, params: Params) -> Result:
     """Push on ``streams`` streams whose receiver never reads, until every one blocks."""
     import muxstream.protocol as mp
@@ -387,5 +428,6 @@ SCENARIOS = {
     "churn": (server, churn_client),
     "ping": (server, ping_client),
     "idle_memory": (server, idle_memory_client),
+    "idle_sessions": (server, idle_sessions_client),
     "stalled_memory": (server, stalled_memory_client),
 }

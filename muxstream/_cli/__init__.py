@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from .. import __version__
+from .._accel import ACCELERATOR
 from ._common import (
     DEFAULT_HOST,
     DEFAULT_POD,
@@ -188,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
             environment: {ENV_ADDRESS} (HOST:PORT, default {DEFAULT_HOST}:{DEFAULT_PORT}),
             {ENV_TOKEN} (the bearer token). Run `muxstream COMMAND --help` for examples."""),
     )
-    parser.add_argument("--version", action="version", version=f"muxstream {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"muxstream {__version__} ({ACCELERATOR})"
+    )
     _add_verbosity(parser, default=0)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import IO, Any, TypeVar
 
 import trio
@@ -248,50 +249,43 @@ INTERRUPT = InterruptState()
 
 
 async def run_interruptible(name: str, main: Callable[[], Awaitable[int]]) -> int:
-    """Run ``main``; the first Ctrl-C cancels it and says what remains to do, a
-    second one leaves at once (``os._exit(130)`` after ``on_hard_exit``).
+    """Run ``main``; the first Ctrl-C says what remains to do and interrupts it as
+    trio does (``KeyboardInterrupt``, so clean-up code runs: closing connections,
+    removing a copy's temporary file), a second one leaves at once
+    (``os._exit(130)`` after ``on_hard_exit``).
 
-    Raises :class:`Interrupted` after a first Ctrl-C, once ``main``'s cleanup
-    ended (cancelled work may end in any exception: the interruption wins).
-    A command that handles SIGINT itself (port-forward, serve) opens its own
+    Raises :class:`Interrupted` once ``main`` ended after a first Ctrl-C. A
+    command that handles SIGINT itself (port-forward, serve) opens its own
     receiver inside, which takes precedence while it is open.
     """
-    interrupted = False
-    result: list[int] = []
+    trio_handler = signal.getsignal(signal.SIGINT)
+    presses = 0
 
-    async def watch(
-        work: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        nonlocal interrupted
-        with trio.open_signal_receiver(signal.SIGINT) as signals:
-            task_status.started()
-            await signals.__anext__()
-            interrupted = True
-            INTERRUPT.end_lines()
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal presses
+        presses += 1
+        INTERRUPT.end_lines()
+        if presses == 1:
             print(f"muxstream {name}: interrupted: {INTERRUPT.waiting_for}; "
                   "press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
-            work.cancel()
-            await signals.__anext__()
-            INTERRUPT.end_lines()
-            for undo in INTERRUPT.on_hard_exit:
-                with contextlib.suppress(Exception):
-                    undo()
-            print(f"muxstream {name}: stopped at once", file=sys.stderr, flush=True)
-            os._exit(130)
+            if callable(trio_handler):
+                trio_handler(signum, frame)  # trio raises KeyboardInterrupt where it is safe
+            return
+        for undo in INTERRUPT.on_hard_exit:
+            with contextlib.suppress(Exception):
+                undo()
+        print(f"muxstream {name}: stopped at once", file=sys.stderr, flush=True)
+        os._exit(130)
 
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        async with trio.open_nursery() as nursery:
-            work = trio.CancelScope()
-            await nursery.start(watch, work)  # the receiver is open before the work starts
-            with work:
-                result.append(await main())
-            nursery.cancel_scope.cancel()
+        return await main()
     except BaseException:
-        if not interrupted:
-            raise
-    if interrupted or not result:
-        raise Interrupted
-    return result[0]
+        if presses:
+            raise Interrupted from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, trio_handler)
 
 
 def run_command(
@@ -428,9 +422,11 @@ class Progress:
             )
         else:
             text = f"\r{self.label} {fmt_bytes(self.done)}  {rate / MiB:7.1f} MiB/s "
+        # Marked before writing: the Ctrl-C handler may run between any two
+        # bytecodes of this method and must then end the line being drawn.
+        self._drawn = True
         self.stream.write(text)
         self.stream.flush()
-        self._drawn = True
 
     def end_line(self) -> None:
         """End a half-drawn terminal line, so the next message starts on its own."""
@@ -476,20 +472,18 @@ def setup_logging(verbose: int, command: str = "") -> None:
 
 
 class _CliFormatter(logging.Formatter):
-    """``muxstream COMMAND: warning: ...`` (``-v`` lines without a level word;
-    the server's audit lines as ``muxstream serve: audit: ...``)."""
+    """``muxstream COMMAND: warning: ...``, ``muxstream serve: audit: ...`` (``-v``
+    lines without a level word)."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self.prefix = prefix
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == "muxstream.audit":
-            level = "audit: "  # one greppable word for the server's audit trail
-        elif record.levelno < logging.WARNING:
-            level = ""
+        if record.name == "muxstream.audit":  # serve's audit trail, one line per command
+            level = "audit: "
         else:
-            level = f"{record.levelname.lower()}: "
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
         text = f"{self.prefix}{level}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..remote import CopyResult, copy_from_remote, copy_to_remote
-from ._common import CliError, Progress, emit_json
+from ._common import INTERRUPT, CliError, Progress, emit_json
 from ._explain import describe, root_error
 from ._remote import make_endpoint
 
@@ -66,16 +66,19 @@ def add_cp_arguments(parser: argparse.ArgumentParser, default_pod: str) -> None:
 
 
 def _notes(exc: BaseException) -> list[str]:
-    """The notes on ``exc`` and on the exception that explains it (out of groups)."""
-    root = root_error(exc)
-    notes = [*getattr(exc, "__notes__", ()), *getattr(root, "__notes__", ())]
+    """The notes on ``exc`` and on every exception grouped in it, in order, once."""
+    notes = list(getattr(exc, "__notes__", ()))
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            notes.extend(_notes(inner))
     return list(dict.fromkeys(notes))
 
 
 @contextlib.contextmanager
 def reporting(progress: Progress) -> Iterator[None]:
     """End the progress line, and say what became of the temporary file of a
-    failed copy: in the error line, or after an interruption on lines of its own."""
+    failed copy: in the error line, or after an interruption (Ctrl-C) on lines
+    of its own."""
     try:
         yield
     except BaseException as exc:
@@ -84,9 +87,8 @@ def reporting(progress: Progress) -> Iterator[None]:
         text = describe(root) if isinstance(root, Exception) else None
         if notes and text is not None:
             raise CliError("; ".join([text, *notes])) from exc
-        if isinstance(root, KeyboardInterrupt):
-            for note in notes:
-                print(f"muxstream cp: {note}", file=sys.stderr)
+        for note in notes if text is None else ():
+            print(f"muxstream cp: {note}", file=sys.stderr, flush=True)
         raise
     progress.finish()
 
@@ -115,6 +117,10 @@ async def cp_main(args: argparse.Namespace) -> int:
         endpoint = dataclasses.replace(endpoint, namespace=remote.namespace)
     progress = Progress("cp", None, mode="quiet")
     verify, resume = not args.no_verify, args.resume
+    INTERRUPT.waiting_for = (
+        "keeping the partial copy for --resume" if resume
+        else "stopping the copy and removing its temporary file"
+    )
     with reporting(progress):
         if destination is not None:
             local = Path(args.source)

@@ -297,7 +297,7 @@ def port_forward_enabled(args: argparse.Namespace) -> bool:
 
 
 async def serve_main(args: argparse.Namespace) -> int:
-    from ..remote import LocalBackend, RemoteServerConfig
+    from ..remote import KubeApi, LocalBackend, RemoteServerConfig
 
     token_on_argv = bool(args.token)
     check_serve_args(args)
@@ -318,8 +318,16 @@ async def serve_main(args: argparse.Namespace) -> int:
         print(f"generated a token: export MUXSTREAM_TOKEN={token}", flush=True)
     ssl_context = server_ssl_context(args)
     attach = {"main": args.attach_command.split()} if args.attach_command else {}
-    async with LocalBackend(attach_commands=attach, attach_tty=args.attach_tty) as backend:
+    # Without a terminal, a client's EOF is the attach process's EOF (`echo hi |
+    # muxstream attach -i` ends); on a terminal ^D does that, and a client that
+    # leaves does not end the shared process.
+    async with LocalBackend(
+        attach_commands=attach, attach_tty=args.attach_tty,
+        attach_stdin_once=not args.attach_tty,
+    ) as backend:
         config = RemoteServerConfig(
+            # kubectl attach -t needs the container spec to say tty: true.
+            api=KubeApi(tty_containers=list(attach) if args.attach_tty else ()),
             token=token,
             insecure_no_auth=not token,
             insecure_no_tls=args.insecure_no_tls,

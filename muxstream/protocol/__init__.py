@@ -4,6 +4,7 @@ Usable on its own: feed :meth:`Connection.receive_data` the bytes you read, act 
 the events, write what :meth:`Connection.data_to_send` returns.
 """
 
+from .._accel import ACCELERATED, ACCELERATOR
 from ._connection import (
     DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_SEND_FRAME,
@@ -79,6 +80,8 @@ from ._state import Role, StreamState
 from ._windows import DEFAULT_INITIAL_WINDOW, DEFAULT_SESSION_WINDOW
 
 __all__ = [
+    "ACCELERATED",
+    "ACCELERATOR",
     "DEFAULT_INITIAL_WINDOW",
     "DEFAULT_MAX_CONCURRENT_STREAMS",
     "DEFAULT_MAX_CONTROL_FRAME",

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from .._accel import speedups
 from ._constants import (
     CONTROL_BIT,
     FRAME_HEADER_SIZE,
@@ -259,13 +261,16 @@ _FLAGS: tuple[Flag, ...] = tuple(Flag(n) for n in range(256))
 _FRAME_TYPES: dict[int, FrameType] = {t.value: t for t in FrameType}
 
 
-class FrameDecoder:
-    """Incremental SPDY/3 frame parser.
+class PyFrameDecoder:
+    """Incremental SPDY/3 frame parser (pure Python; see :data:`FrameDecoder`).
 
     Call :meth:`receive` with each chunk, then :meth:`next_frame` until it returns
     None. Errors are :class:`RemoteProtocolError`; after a stream error (DATA
     frame over ``max_data_frame``: its payload is skipped) parsing can resume
     with :meth:`next_frame`.
+
+    This class is the reference: ``muxstream/_csrc/decoder.c`` is its compiled
+    twin, which must return equal frames and raise equal errors for every input.
     """
 
     def __init__(
@@ -509,6 +514,43 @@ class FrameDecoder:
         return WindowUpdateFrame(sid & MAX_STREAM_ID, delta & MAX_STREAM_ID)
 
 
+def setup_compiled(module: Any) -> None:
+    """Hand the compiled decoder (``muxstream._speedups``) the classes it builds."""
+    module.setup_frames(
+        DataFrame=DataFrame,
+        SynStreamFrame=SynStreamFrame,
+        SynReplyFrame=SynReplyFrame,
+        RstStreamFrame=RstStreamFrame,
+        SettingsEntry=SettingsEntry,
+        SettingsFrame=SettingsFrame,
+        PingFrame=PingFrame,
+        GoAwayFrame=GoAwayFrame,
+        HeadersFrame=HeadersFrame,
+        WindowUpdateFrame=WindowUpdateFrame,
+        UnknownControlFrame=UnknownControlFrame,
+        RemoteProtocolError=RemoteProtocolError,
+        HeaderDecompressor=HeaderDecompressor,
+        flags=_FLAGS,
+        flag_none=Flag.NONE,
+        settings_flag=SettingsFlag,
+        frame_too_large=RstStatus.FRAME_TOO_LARGE,
+        default_max_control_frame=DEFAULT_MAX_CONTROL_FRAME,
+        max_frame_length=MAX_FRAME_LENGTH,
+        large_data=LARGE_DATA,
+        direct_read=DIRECT_READ,
+    )
+
+
+if speedups is not None:
+    setup_compiled(speedups)
+
+#: The frame decoder in use: the compiled twin of :class:`PyFrameDecoder` when
+#: the accelerator is active (``muxstream._accel.ACCELERATED``), else that class.
+if TYPE_CHECKING:
+    FrameDecoder = PyFrameDecoder
+else:
+    FrameDecoder = PyFrameDecoder if speedups is None else speedups.FrameDecoder
+
 __all__ = [
     "DEFAULT_MAX_CONTROL_FRAME",
     "DataFrame",
@@ -517,6 +559,7 @@ __all__ = [
     "GoAwayFrame",
     "HeadersFrame",
     "PingFrame",
+    "PyFrameDecoder",
     "RstStreamFrame",
     "SettingsEntry",
     "SettingsFrame",

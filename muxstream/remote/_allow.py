@@ -11,8 +11,8 @@ operand may look like. No shape lets an operand be read as an option: operands
 never start with ``-`` (and our own shapes put ``--`` before them as well).
 
 What the shapes still allow is what a copy means: reading every file and
-writing every path the server's user can (docs/cli.md, "Copy under an
-allow-list").
+writing every path the server's user can (docs/security.md, docs/cli.md
+"Copy under an allow-list").
 """
 
 from __future__ import annotations

@@ -289,10 +289,12 @@ class _AttachTarget:
 
 class _AttachedStdin(trio.abc.SendStream):
     """stdin of an attached client: closing it detaches, it does not close the
-    process's stdin (kubelet's behaviour unless the container is ``stdinOnce``)."""
+    process's stdin (kubelet's behaviour unless the container is ``stdinOnce``:
+    then ``once`` is True and the client's EOF is the process's EOF)."""
 
-    def __init__(self, target: _AttachTarget) -> None:
+    def __init__(self, target: _AttachTarget, *, once: bool = False) -> None:
         self._target = target
+        self._once = once
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         stdin = self._target.process.stdin
@@ -305,6 +307,11 @@ class _AttachedStdin(trio.abc.SendStream):
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
+        stdin = self._target.process.stdin
+        if self._once and stdin is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stdin.aclose()
+            return
         await trio.lowlevel.checkpoint()
 
 
@@ -313,12 +320,14 @@ class _AttachHandle:
     stdout: trio.abc.ReceiveStream | None
     stderr: trio.abc.ReceiveStream | None
 
-    def __init__(self, target: _AttachTarget, request: ExecRequest) -> None:
+    def __init__(
+        self, target: _AttachTarget, request: ExecRequest, *, stdin_once: bool = False
+    ) -> None:
         self._target = target
         send, receive = open_pipe()
         self._send = send
         target.subscribers.add(send)
-        self.stdin = _AttachedStdin(target) if request.stdin else None
+        self.stdin = _AttachedStdin(target, once=stdin_once) if request.stdin else None
         self.stdout = receive
         self.stderr = None
         self._detached = trio.Event()
@@ -358,12 +367,16 @@ class LocalBackend:
     exec alone works without entering it.
 
     ``attach_tty`` runs attach targets on a pty (output merged, resize honoured).
+    ``attach_stdin_once`` is Kubernetes' ``stdinOnce``: an attached client's EOF
+    on stdin closes the process's stdin (a process that ends on EOF, such as
+    ``cat``, then ends every attach session; the next attach starts it anew).
     """
 
     cwd: str | None = None
     env: Mapping[str, str] | None = None
     attach_commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
     attach_tty: bool = False
+    attach_stdin_once: bool = False
     _nursery: trio.Nursery | None = field(default=None, init=False, repr=False)
     _exit_stack: contextlib.AsyncExitStack | None = field(default=None, init=False, repr=False)
     _targets: dict[str, _AttachTarget] = field(default_factory=dict, init=False, repr=False)
@@ -411,7 +424,7 @@ class LocalBackend:
                 target = _AttachTarget(process)
                 self._targets[request.container] = target
                 self._nursery.start_soon(target.pump)
-            return _AttachHandle(target, request)
+            return _AttachHandle(target, request, stdin_once=self.attach_stdin_once)
 
 
 ExecFunction = Callable[

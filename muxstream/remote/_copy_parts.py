@@ -19,7 +19,7 @@ from typing import IO, Literal
 import trio
 
 from ._client import RemoteEndpoint, RemoteProcess, open_remote_process, run_remote
-from ._copy_tar import CHUNK, parse_digests, tree_files
+from ._copy_tar import CHUNK, keep_stderr, parse_digests, tree_files
 
 #: Seconds to spend removing a failed upload's temporary file on the server
 #: (a new connection): long enough for a slow link, short enough for Ctrl-C.
@@ -93,8 +93,9 @@ def remote_failure(doing: str, returncode: int, stderr: bytes) -> CopyError:
 
 
 def add_note(exc: BaseException, text: str) -> None:
-    if not isinstance(exc, trio.Cancelled):
-        exc.add_note(text)
+    """Say on ``exc`` what became of a temporary file (also on a Cancelled: the
+    CLI reports an interruption's notes)."""
+    exc.add_note(text)
 
 
 @dataclass(frozen=True)
@@ -176,15 +177,26 @@ class Pod:
         return parse_digests(out, root)
 
     async def remove_quietly(self, argv: Sequence[str]) -> str | None:
-        """Run a clean-up command, shielded and bounded; returns why it failed, or None."""
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+        """Run a clean-up command, shielded and bounded by :data:`CLEANUP_TIMEOUT`;
+        returns why it failed, or None. Once the exit status is in, the
+        connection is closed at once: nothing more is needed from it."""
+        outcome: list[str | None] = []
+        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
             try:
-                result = await self.run(argv)
+                with trio.CancelScope() as answered:
+                    async with self.open(argv) as process:
+                        stderr = bytearray()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(keep_stderr, process.stdout, bytearray())
+                            nursery.start_soon(keep_stderr, process.stderr, stderr)
+                        returncode = await process.wait()
+                        failure = _text(bytes(stderr)) or f"exit status {returncode}"
+                        outcome.append(None if returncode == 0 else failure)
+                        answered.cancel()
             except Exception as exc:  # the connection or the endpoint: say which
-                return str(exc) or type(exc).__name__
-            if result.returncode != 0:
-                return _text(result.stderr) or f"exit status {result.returncode}"
-        return "timed out" if scope.cancelled_caught else None
+                if not outcome:
+                    outcome.append(str(exc) or type(exc).__name__)
+        return outcome[0] if outcome else "timed out"
 
 
 # --- local files ------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Each helper yields a plain ``trio.abc.Stream`` (half-closeable where the
 underlying connection is), independent of the session:
 
-* TLS: :func:`open_tls_stream`, :func:`wrap_tls_server`.
+* TLS: :func:`open_tls_stream`, :func:`wrap_tls_server` (a :class:`TLSStream`).
 * HTTP/1.1 Upgrade (h11): :func:`open_upgraded_stream`, :func:`wrap_upgrade_client`;
   server side ``HTTPRequest.accept_upgrade``.
 * WebSocket (wsproto): :func:`open_websocket_stream`, :func:`wrap_websocket_client`,
@@ -41,6 +41,7 @@ from ._server import (
     serve_http,
 )
 from ._tls import DEFAULT_TLS_HANDSHAKE_TIMEOUT, open_tls_stream, wrap_tls_server
+from ._tls_stream import DEFAULT_TLS_RECEIVE_SIZE, TLSStream
 from ._upgrade import UPGRADE_SPDY, open_upgraded_stream, wrap_upgrade_client
 from ._websocket import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -55,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "DEFAULT_TLS_RECEIVE_SIZE",
     "DEFAULT_WEBSOCKET_CLOSE_TIMEOUT",
     "PROTOCOL_VERSION_HEADER",
     "UPGRADE_SPDY",
@@ -68,6 +70,7 @@ __all__ = [
     "HeadersLike",
     "PrefixedStream",
     "TLSHandshakeTimeout",
+    "TLSStream",
     "TransportError",
     "UpgradeRefused",
     "UpgradeResponse",

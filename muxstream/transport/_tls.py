@@ -1,9 +1,11 @@
-"""Thin TLS helpers over ``trio.SSLStream``.
+"""Thin TLS helpers over :class:`TLSStream` (``ssl.MemoryBIO``, decrypting in bulk).
 
 Both helpers finish the TLS handshake before returning, so certificate and
 protocol errors surface at connect/accept time instead of on the first read.
+:class:`TLSStream` behaves as ``trio.SSLStream`` does (see its module), but
+hands a reader every complete record at once instead of one per call.
 
-Closing over TLS: ``trio.SSLStream`` is not half-closeable (no ``send_eof``), so
+Closing over TLS: a TLS stream is not half-closeable (no ``send_eof``), so
 the session's close path cannot send a TCP FIN and keep reading. What it does
 instead: it keeps reading until the peer's EOF (the peer's ``close_notify``) or
 its close timeout, then ``aclose()`` sends our ``close_notify`` and closes the
@@ -17,11 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from typing import Any
 
 import trio
 
 from ._errors import ConnectTimeout, TLSHandshakeTimeout
+from ._tls_stream import TLSStream
 
 __all__ = ["DEFAULT_TLS_HANDSHAKE_TIMEOUT", "open_tls_stream", "wrap_tls_server"]
 
@@ -39,7 +41,7 @@ async def open_tls_stream(
     server_hostname: str | None = None,
     https_compatible: bool = False,
     handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-) -> trio.SSLStream[trio.SocketStream]:
+) -> TLSStream:
     """Connect over TCP and complete a TLS client handshake.
 
     Args:
@@ -47,11 +49,11 @@ async def open_tls_stream(
         ssl_context: defaults to ``ssl.create_default_context()`` (verifies the
             server certificate against the system CAs).
         server_hostname: name to verify and send as SNI; defaults to *host*.
-        https_compatible: passed to ``trio.SSLStream``.
+        https_compatible: as ``trio.SSLStream``'s (see :class:`TLSStream`).
         handshake_timeout: bound on the TLS handshake, in seconds.
 
     Returns:
-        The handshaken ``trio.SSLStream``; the caller owns it.
+        The handshaken :class:`TLSStream`; the caller owns it.
 
     Raises:
         OSError: the TCP connection failed.
@@ -94,7 +96,7 @@ async def connect(
         ssl_context: None for plain TCP.
         server_hostname: name to verify and send as SNI; defaults to *host*.
             Ignored without *ssl_context*.
-        https_compatible: passed to ``trio.SSLStream`` (True where the peer may
+        https_compatible: as ``trio.SSLStream``'s (True where the peer may
             close without ``close_notify``, as HTTPS servers do). Ignored without
             *ssl_context*.
         handshake_timeout: bound on the TLS handshake, in seconds.
@@ -106,7 +108,7 @@ async def connect(
 
     Returns:
         A ``trio.SocketStream`` (half-closeable) or a handshaken
-        ``trio.SSLStream``; the caller owns it.
+        :class:`TLSStream`; the caller owns it.
 
     Raises:
         OSError: the TCP connection failed (``socket.gaierror``: the name did
@@ -148,10 +150,14 @@ async def _tls_client(
     server_hostname: str,
     https_compatible: bool,
     timeout: float,
-) -> trio.SSLStream[trio.SocketStream]:
-    tls = trio.SSLStream(
-        tcp, context, server_hostname=server_hostname, https_compatible=https_compatible
-    )
+) -> TLSStream:
+    try:
+        tls = TLSStream(
+            tcp, context, server_hostname=server_hostname, https_compatible=https_compatible
+        )
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
     start = trio.current_time()
     await _handshake(tls, timeout)
     if logger.isEnabledFor(logging.DEBUG):
@@ -168,7 +174,7 @@ async def wrap_tls_server(
     *,
     https_compatible: bool = False,
     handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-) -> trio.SSLStream[trio.abc.Stream]:
+) -> TLSStream:
     """Run the server side of a TLS handshake over an accepted *stream*.
 
     Args:
@@ -176,11 +182,11 @@ async def wrap_tls_server(
         ssl_context: a server context, e.g.
             ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with a
             certificate chain loaded.
-        https_compatible: passed to ``trio.SSLStream``.
+        https_compatible: as ``trio.SSLStream``'s (see :class:`TLSStream`).
         handshake_timeout: bound on the handshake, in seconds.
 
     Returns:
-        The handshaken ``trio.SSLStream`` wrapping *stream*.
+        The handshaken :class:`TLSStream` wrapping *stream*.
 
     Raises:
         trio.BrokenResourceError: the handshake failed (chained to the
@@ -188,12 +194,16 @@ async def wrap_tls_server(
         TLSHandshakeTimeout: the client did not finish within *handshake_timeout*.
         On any error or cancellation *stream* is closed.
     """
-    tls = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=https_compatible)
+    try:
+        tls = TLSStream(stream, ssl_context, server_side=True, https_compatible=https_compatible)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
     await _handshake(tls, handshake_timeout)
     return tls
 
 
-async def _handshake(tls: trio.SSLStream[Any], timeout: float) -> None:
+async def _handshake(tls: TLSStream, timeout: float) -> None:
     try:
         with trio.move_on_after(timeout) as scope:
             await tls.do_handshake()

@@ -16,6 +16,10 @@ and written at once if no send is in progress, else right after the send in
 progress (a reader must not block on a writer that may be blocked on the peer,
 who may be blocked on us).
 
+Data frames are parsed and built by :mod:`._wsframe` (masking in one compiled
+pass when the accelerator is active); wsproto's ``Connection`` sees only the
+control frames, and keeps the close handshake.
+
 Close: the close frame is our FIN
 ---------------------------------
 ``send_eof()`` sends our close frame (1000) and we keep receiving; receiving
@@ -24,10 +28,11 @@ after every earlier byte, and we may keep sending until our own ``send_eof()``
 or ``aclose()`` answers it. So a session closes over a WebSocket exactly as over
 TCP: flush, close frame, read until the peer's close frame. (RFC 6455 section
 5.5.1 asks for the answer "as soon as practical"; wsproto's own Connection
-refuses to send data after a close frame arrives, which is why data frames are
-built with a FrameProtocol of our own.) Other close codes, or TCP EOF without a
-close frame, raise ``trio.BrokenResourceError`` from :class:`WebSocketClosedError`
-after the earlier bytes.
+refuses to send data after a close frame arrives, which is why pings and pongs
+are built with a FrameProtocol of our own, and data frames by :mod:`._wsframe`.)
+Other close codes, or TCP EOF without a close frame, raise
+``trio.BrokenResourceError`` from :class:`WebSocketClosedError` after the
+earlier bytes.
 
 ``aclose()``: send our close frame if not yet sent, keep reading (and
 discarding) until the peer's close frame or EOF, then TCP FIN and read until the
@@ -46,16 +51,17 @@ closes without waiting for the violator's reply (RFC 6455 section 7.1.7).
 from __future__ import annotations
 
 import operator
+import os
 from collections import deque
-from typing import cast
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import CloseConnection, Ping, Pong
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 
 from .._errors import KeepaliveTimeout, MuxstreamError
 from ._errors import WebSocketClosedError, WebSocketProtocolError
+from ._wsframe import FIN, OP_BINARY, FrameReader, ws_frame
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -118,10 +124,13 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         self.transport_stream = transport_stream
         self.subprotocol = subprotocol
         self.is_client = client
-        # wsproto's Connection parses and tracks the close handshake; data, pings
-        # and pongs are framed by a FrameProtocol of our own, because Connection
-        # refuses to send them once the peer's close frame has arrived -- and a
-        # half-close must go on sending until our own close frame (send_eof).
+        # Data frames are parsed by our FrameReader and built by ws_frame (one
+        # pass each, see _wsframe); control frames go to wsproto's Connection,
+        # which parses them and tracks the close handshake. Pings and pongs are
+        # built by a FrameProtocol of our own, because Connection refuses to
+        # send them once the peer's close frame has arrived -- and a half-close
+        # must go on sending until our own close frame (send_eof).
+        self._reader = FrameReader(client=client)
         self._conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
         self._out = FrameProtocol(client, [])
         self._max_message_size = max_message_size
@@ -154,8 +163,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         self._pong_event = trio.Event()
 
         if trailing_data:
-            self._conn.receive_data(trailing_data)
-            self._process_events()
+            self._receive(trailing_data)
 
     # -- receiving ---------------------------------------------------------
 
@@ -278,32 +286,39 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
                 raise trio.BrokenResourceError(str(self._aborted)) from self._aborted
             raise
         if data:
-            self._conn.receive_data(cast(bytes, data))  # wsproto only appends it
+            self._receive(bytes(data) if type(data) is not bytes else data)
         else:
             self._transport_eof = True
             self._conn.receive_data(None)  # wsproto reports close code 1006
-        self._process_events()
+            self._process_events()
         if self._pending_out:
             await self._flush_if_idle()
 
-    def _process_events(self) -> None:
-        """Apply wsproto's events to the queues and state."""
-        for event in self._conn.events():
-            if isinstance(event, BytesMessage):
-                size = self._message_size + len(event.data)
+    def _receive(self, data: bytes) -> None:
+        """Parse bytes from the transport: data to the queue, control frames to wsproto."""
+        items, error = self._reader.parse(data)
+        for kind, payload, ends in items:
+            if kind == "data":
+                size = self._message_size + len(payload)
                 if size > self._max_message_size:
                     self._protocol_error(
                         CloseReason.MESSAGE_TOO_BIG,
                         f"message larger than {self._max_message_size} bytes",
                     )
-                    break
-                self._message_size = 0 if event.message_finished else size
-                if event.data or event.message_finished:
-                    data = event.data  # bytes: wsproto's FrameDecoder makes them so
-                    if not isinstance(data, bytes):
-                        data = bytes(data)
-                    self._incoming.append((data, event.message_finished))
-            elif isinstance(event, Ping):
+                    return
+                self._message_size = 0 if ends else size
+                self._incoming.append((payload, ends))
+            else:
+                self._conn.receive_data(payload)
+                if self._process_events():
+                    return
+        if error is not None:
+            self._protocol_error(error.code, error.reason)
+
+    def _process_events(self) -> bool:
+        """Apply wsproto's events (control frames); True once the stream failed or ended."""
+        for event in self._conn.events():
+            if isinstance(event, Ping):
                 if not self._close_sent:  # after our close frame we send nothing more
                     self._pending_out += self._out.pong(event.payload)
             elif isinstance(event, Pong):
@@ -311,12 +326,8 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
                     self._pong_event.set()
             elif isinstance(event, CloseConnection):
                 self._on_close(event)
-                break
-            elif isinstance(event, TextMessage):
-                self._protocol_error(
-                    CloseReason.UNSUPPORTED_DATA, "text message on a binary stream"
-                )
-                break
+                return True
+        return False
 
     def _on_close(self, event: CloseConnection) -> None:
         state = self._conn.state
@@ -390,9 +401,9 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
                 while True:
                     chunk = view[offset : offset + step]
                     self._check_can_send()
-                    # FrameProtocol accepts any buffer (it copies it into the frame)
-                    frame = self._out.send_data(cast(bytes, chunk), True)
-                    await self._transport_send(frame)
+                    # RFC 6455 5.3: a fresh, unpredictable key for every client frame.
+                    key = os.urandom(4) if self.is_client else None
+                    await self._transport_send(ws_frame(FIN | OP_BINARY, chunk, key))
                     offset += len(chunk)
                     if offset >= len(view):
                         break
@@ -585,9 +596,12 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
             if not data:
                 self._transport_eof = True
                 break
-            self._conn.receive_data(cast(bytes, data))
-            for _ in self._conn.events():
-                pass
+            items, _ = self._reader.parse(bytes(data) if type(data) is not bytes else data)
+            for kind, payload, _ in items:
+                if kind == "control":
+                    self._conn.receive_data(payload)
+                    for _event in self._conn.events():
+                        pass
         # RFC 6455 7.1.1: the server closes TCP first. With a half-closeable
         # transport both sides send FIN and read to EOF, which satisfies it;
         # without one (TLS) the client waits for the server's close.

@@ -28,14 +28,17 @@ TINY = [
     "--ping-count", "20",
     "--idle-streams", "50",
     "--stalled-streams", "3",
+    "--idle-sessions", "5",
     "--timeout", "120",
 ]  # fmt: skip
 
 
 def test_every_row_runs_with_tiny_sizes(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
+    chart = tmp_path / "chart.png"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), *TINY, "--output", str(out)],
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), *TINY, "--output", str(out),
+         "--plot", str(chart)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -58,7 +61,8 @@ def test_every_row_runs_with_tiny_sizes(tmp_path: Path) -> None:
     if mux.unavailable_reason() is None:
         for key in ("bulk/muxstream", "bulk16/muxstream", "churn/muxstream-c64",
                     "ping/muxstream-load-recv", "memory/idle", "memory/stalled",
-                    "tls/muxstream"):  # fmt: skip
+                    "tls/muxstream", "ws/muxstream", "sessions/tcp", "sessions/tls",
+                    "sessions/ws"):  # fmt: skip
             assert by_key[key]["runs"], key
     # Every target is evaluated against data or reported as not run.
     statuses = {t["status"] for t in report["targets"]}
@@ -66,6 +70,34 @@ def test_every_row_runs_with_tiny_sizes(tmp_path: Path) -> None:
     # The table names each row.
     for title in run.SECTIONS.values():
         assert title in proc.stdout
+    # ... and the chart draws it.
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chart_panels_carry_same_run_ratios() -> None:
+    from benchmarks import _plot
+
+    def entry(key: str, peer: str, metric: str, median: dict[str, float], vs: str) -> dict:
+        return {"key": key, "row": key.split("/")[0], "short": peer, "label": peer,
+                "peer": peer, "metric": metric, "median": median, "vs": vs}
+
+    panels = _plot.panels([
+        entry("tls/trio", "trio TLS", "MiB/s", {"mib_s": 200.0}, "tls/trio"),
+        entry("tls/muxstream", "muxstream", "MiB/s", {"mib_s": 300.0}, "tls/trio"),
+        entry("sessions/tcp", "muxstream", "session-memory", {"kib_per_session": 48.0}, ""),
+    ])
+    assert [len(p["bars"]) for p in panels] == [2, 1]
+    assert [b["ratio"] for b in panels[0]["bars"]] == ["1.00x trio TLS", "1.50x trio TLS"]
+    assert panels[0]["bars"][0]["baseline"] and panels[0]["bars"][1]["ours"]
+    assert "lower is better" in panels[1]["title"]
+
+
+def test_session_memory_is_the_larger_side_per_session() -> None:
+    figures = run._figures("session-memory", {
+        "sessions": 100, "server_rss_baseline": 1000, "server_rss_holding": 5000,
+        "client_kib_per_session": 12.5})
+    assert figures == {"server_kib_per_session": 40.0, "client_kib_per_session": 12.5,
+                       "kib_per_session": 40.0}
 
 
 def test_a_crashing_worker_is_reported() -> None:

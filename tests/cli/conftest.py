@@ -230,6 +230,7 @@ class StallingProxy:
                     return  # stop reading: the client's sends back up and block
                 dst.sendall(data)
                 forwarded += len(data)
+            dst.shutdown(socket.SHUT_WR)  # pass the FIN on, as a link that works does
         except OSError:
             return
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 from muxstream._cli import main
 
-from .conftest import TOKEN, Served, client_env, muxstream
+from .conftest import TOKEN, Served, cli_env, client_env, muxstream
 
 COMMANDS = ["serve", "echo", "ping", "exec", "attach", "cp", "port-forward", "bench", "demo"]
 
@@ -29,6 +30,16 @@ def test_python_dash_m_prints_the_version() -> None:
     result = muxstream("--version")
     assert result.returncode == 0
     assert result.stdout.startswith(b"muxstream 0.")
+
+
+def test_version_says_which_implementation_runs() -> None:
+    forced = muxstream("--version", env=cli_env(MUXSTREAM_NO_ACCEL="1"))
+    assert b"(pure Python: MUXSTREAM_NO_ACCEL is set)" in forced.stdout
+    default = muxstream("--version")  # cli_env() drops MUXSTREAM_* variables
+    if importlib.util.find_spec("muxstream._speedups") is not None:
+        assert b"(compiled C accelerator)" in default.stdout, default.stdout
+    else:
+        assert b"(pure Python: the compiled accelerator is not built)" in default.stdout
 
 
 def test_echo_over_several_streams(server: Served) -> None:

@@ -166,6 +166,23 @@ def test_progress_end_line_ends_a_half_drawn_terminal_line_once() -> None:
     assert out.getvalue().endswith(" \n") and not out.getvalue().endswith("\n\n")
 
 
+def test_a_ctrl_c_during_a_draw_still_ends_the_line() -> None:
+    # The SIGINT handler runs between any two bytecodes: here, inside the write.
+    progress: Progress
+
+    class InterruptedTerminal(FakeTerminal):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if text.startswith("\r"):
+                progress.end_line()  # what the handler does first
+            return written
+
+    out = InterruptedTerminal()
+    progress = Progress("cp", 4 << 20, mode="quiet", stream=out)
+    progress.update(1 << 20)
+    assert out.getvalue().startswith("\rcp [") and out.getvalue().endswith(" \n")
+
+
 def test_describe_says_each_fact_once_without_protocol_jargon() -> None:
     from muxstream import SessionGoneAway
 

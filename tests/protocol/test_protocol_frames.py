@@ -332,6 +332,18 @@ def test_compressed_blocks_announce_the_spdy_dictionary() -> None:
     assert block.endswith(h("00 00 ff ff"))
 
 
+def test_compressor_uses_a_small_window() -> None:
+    # CINFO (the top 4 bits of CMF) is log2(window) - 8: a 4 KiB window, not
+    # zlib's 32 KiB, whose state costs ~85 KiB per connection for blocks of a few
+    # hundred bytes. Every block still inflates with the standard 32 KiB inflater.
+    compressor = HeaderCompressor()
+    first = compressor.compress(Headers({"streamtype": "stdin"}))
+    assert first[0] >> 4 == 4
+    inflater = zlib.decompressobj(zdict=SPDY3_DICTIONARY)
+    blocks = [first] + [compressor.compress(Headers({"n": str(i) * 300})) for i in range(40)]
+    assert b"".join(inflater.decompress(b) for b in blocks)
+
+
 def test_header_blocks_round_trip_through_persistent_contexts() -> None:
     # One compressor and one decompressor for the whole connection: block N
     # depends on blocks 0..N-1 (later blocks refer back into earlier ones), and

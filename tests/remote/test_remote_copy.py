@@ -237,6 +237,27 @@ async def test_a_cut_copy_leaves_the_destination_untouched(
     assert any("removed the temporary file" in note for note in error.__notes__)
 
 
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_a_cut_tree_copy_leaves_nothing_behind(direction: str, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "big.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    (tree / "small.txt").write_text("small")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    upload = direction == "upload"
+
+    async def copy(endpoint: RemoteEndpoint) -> CopyResult:
+        if upload:
+            return await copy_to_remote(endpoint, "demo", tree, str(dest))
+        return await copy_from_remote(endpoint, "demo", str(tree), dest)
+
+    async with remote_server() as endpoint:
+        error = await cut_midway(endpoint, copy, upload=upload, limit=2 * 1024 * 1024)
+    assert list(dest.iterdir()) == []
+    assert any("removed the temporary" in note for note in error.__notes__)
+
+
 async def test_a_digest_mismatch_removes_the_temporary_file(tmp_path: Path) -> None:
     def lie(argv: tuple[str, ...]) -> Sequence[str]:
         return ["echo", "0" * 64 + "  -"] if argv[0] == "sha256sum" else argv
@@ -253,6 +274,27 @@ async def test_a_digest_mismatch_removes_the_temporary_file(tmp_path: Path) -> N
     assert list((tmp_path / "up").iterdir()) == list((tmp_path / "down").iterdir()) == []
     assert "removed the temporary file" in up.value.__notes__[0]
     assert "removed the temporary file" in down.value.__notes__[0]
+
+
+async def test_a_temporary_file_that_cannot_be_removed_is_named(tmp_path: Path) -> None:
+    def fail(argv: tuple[str, ...]) -> Sequence[str]:
+        if argv[0] == "sha256sum":
+            return ["echo", "0" * 64 + "  -"]
+        if argv[0] == "rm":
+            return ["sh", "-c", "echo 'rm: Permission denied' >&2; exit 1"]
+        return argv
+
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"data")
+    async with rewriting_server(fail) as (endpoint, _):
+        with pytest.raises(CopyError, match="SHA-256 mismatch") as info:
+            await copy_to_remote(endpoint, "demo", source, f"{tmp_path}/copy.bin")
+    [temporary] = [p for p in tmp_path.iterdir() if ".muxstream-" in p.name]
+    assert info.value.__notes__ == [
+        f"could not remove the temporary file {temporary} on the server "
+        "(rm: Permission denied)"
+    ]
+    assert not (tmp_path / "copy.bin").exists()
 
 
 async def test_cancelling_an_upload_removes_its_temporary_file(tmp_path: Path) -> None:

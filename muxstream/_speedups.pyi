@@ -1,0 +1,33 @@
+"""Type stubs of the optional compiled accelerator (muxstream/_csrc)."""
+
+from typing import Any
+
+from .protocol._frames import Frame
+from .protocol._headers import HeaderDecompressor
+
+def mask(data: bytes | bytearray | memoryview, key: bytes, phase: int = 0) -> bytes: ...
+def ws_frame(
+    first_byte: int, payload: bytes | bytearray | memoryview, key: bytes | None = None
+) -> bytes: ...
+def setup_frames(**names: Any) -> None: ...
+
+class FrameDecoder:
+    decompressor: HeaderDecompressor
+    max_control_frame: int
+    max_data_frame: int
+    def __init__(
+        self,
+        decompressor: HeaderDecompressor | None = None,
+        *,
+        max_control_frame: int = ...,
+        max_data_frame: int = ...,
+    ) -> None: ...
+    def receive(self, data: bytes | bytearray | memoryview) -> None: ...
+    def release(self) -> None: ...
+    def next_frame(self) -> Frame | None: ...
+    @property
+    def data_due(self) -> int: ...
+    @property
+    def read_hint(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
