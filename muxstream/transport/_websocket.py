@@ -11,36 +11,23 @@ message boundaries (a byte stream: a SPDY frame may span messages, messages may
 be empty), ``receive_message`` reassembles whole messages (Kubernetes'
 ``v5.channel.k8s.io``: one channel byte, then the payload).
 
-Control frames never wait for the user: a ping's pong is queued while parsing
-and written at once if no send is in progress, else right after the send in
-progress (a reader must not block on a writer that may be blocked on the peer,
-who may be blocked on us).
+Control frames never wait for the user: a pong is queued while parsing and
+written at once, or right after the send in progress (a reader must not block
+on a writer that may be blocked on the peer, who may be blocked on us).
 
-Data frames are parsed and built by :mod:`._wsframe` (masking in one compiled
-pass when the accelerator is active); wsproto's ``Connection`` sees only the
-control frames, and keeps the close handshake.
+Data frames are parsed and built by :mod:`._wsframe` (masking compiled when
+the accelerator is active); wsproto sees only control frames and the close.
 
 Close: the close frame is our FIN
 ---------------------------------
-``send_eof()`` sends our close frame (1000) and we keep receiving; receiving
-the peer's close frame (1000/1001/1005) makes ``receive_some`` return ``b""``
-after every earlier byte, and we may keep sending until our own ``send_eof()``
-or ``aclose()`` answers it. So a session closes over a WebSocket exactly as over
-TCP: flush, close frame, read until the peer's close frame. (RFC 6455 section
-5.5.1 asks for the answer "as soon as practical"; wsproto's own Connection
-refuses to send data after a close frame arrives, which is why pings and pongs
-are built with a FrameProtocol of our own, and data frames by :mod:`._wsframe`.)
-Other close codes, or TCP EOF without a close frame, raise
-``trio.BrokenResourceError`` from :class:`WebSocketClosedError` after the
-earlier bytes.
-
-``aclose()``: send our close frame if not yet sent, keep reading (and
-discarding) until the peer's close frame or EOF, then TCP FIN and read until the
-peer's FIN (over TLS, which cannot half-close: the client waits for the server
-to close first, RFC 6455 section 7.1.1), then close -- all bounded by
-``close_timeout``. That way the last bytes the peer sent us are read before our
-socket closes, so the kernel never answers them with a RST that would destroy
-data in flight.
+``send_eof()`` sends our close frame (1000) and we keep receiving; the peer's
+close frame makes ``receive_some`` return ``b""`` after every earlier byte.
+``aclose()`` sends ours if not yet sent, reads until the peer's close frame or
+EOF, then TCP FIN and reads until the peer's FIN, then closes, all bounded by
+``close_timeout``: the last bytes the peer sent are read before our socket
+closes, so the kernel never answers them with a RST that destroys data in
+flight (wsproto refuses to send data after a close frame arrives, hence our own
+framing). Details and the TLS case: docs/transports.md, "Close: the close frame is the FIN".
 
 Peer violations (text message, bad framing, unmasked client frame, oversized
 message) send the matching close code and raise ``trio.BrokenResourceError``
@@ -72,8 +59,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes; bounds receive_message's buffer
-DEFAULT_SEND_MESSAGE_SIZE = 256 * 1024  # bytes per message send_all emits; under every
-# common peer limit (trio-websocket's is 1 MiB) and large enough to amortise wsproto
+DEFAULT_SEND_MESSAGE_SIZE = 256 * 1024  # bytes per message: under common limits (1 MiB)
 DEFAULT_RECEIVE_SIZE = 256 * 1024  # bytes per transport read (docs/performance.md, rule 6)
 DEFAULT_WEBSOCKET_CLOSE_TIMEOUT = 10.0  # seconds for the closing handshake (as a session's close)
 
