@@ -169,10 +169,18 @@ def foreign_private_accesses(path: Path, package_names: set[str]) -> list[str]:
     return found
 
 
+#: Modules over the limit, each with the size it may not pass until it is split
+#: (the check fails once one is back under the limit, so the entry goes too).
+OVER_LIMIT: dict[str, int] = {}
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_is_over_600_lines(module: str) -> None:
     lines = len(MODULES[module].read_text().splitlines())
-    assert lines <= MAX_LINES, f"{module}: {lines} lines; split it by concept"
+    limit = OVER_LIMIT.get(module, MAX_LINES)
+    assert lines <= limit, f"{module}: {lines} lines; split it by concept"
+    if module in OVER_LIMIT:
+        assert lines > MAX_LINES, f"{module} is back under {MAX_LINES}: drop its entry"
 
 
 def test_the_package_has_no_import_cycle() -> None:
