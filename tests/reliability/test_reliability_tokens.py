@@ -117,7 +117,8 @@ def test_the_throttle_forgets_the_least_recent_address_first() -> None:
 
 async def _answered_after(server: RemoteServer, peer: str, authorization: bytes) -> float:
     """Seconds (trio's clock) until ``server`` answers one GET /version from ``peer``."""
-    from muxstream.transport._connections import ConnectionInfo, set_current_connection
+    from muxstream.transport import ConnectionInfo
+    from muxstream.transport._connections import set_current_connection
 
     client, server_side = trio.testing.memory_stream_pair()
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from muxstream.remote import RemoteServerConfig
+from muxstream.remote import RemoteServerConfig, allow_list_problem
 from muxstream.remote._client_copy_parts import temp_name
-from muxstream.remote._server_allow import (
-    allow_list_problem,
-    command_refusal,
-    is_copy_command,
-)
+from muxstream.remote._server_allow import command_refusal, is_copy_command
 
 TEMP = "/srv/" + temp_name("data.bin", resume=False)
 RESUME_TEMP = "/srv/" + temp_name("data.bin", resume=True)
