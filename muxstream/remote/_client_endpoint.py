@@ -73,8 +73,8 @@ class RemoteEndpoint:
     def headers(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
-    async def connect(self) -> tuple[trio.abc.Stream, str]:
-        """A fresh connection (TLS for https) and the Host header value."""
+    def _address(self) -> tuple[str, int, ssl.SSLContext | None, str]:
+        """(host, port, TLS context or None for http, Host header value) of ``url``."""
         split = urlsplit(self.url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError(f"bad endpoint URL {self.url!r}")
@@ -82,15 +82,20 @@ class RemoteEndpoint:
         context = None
         if split.scheme == "https":
             context = self.ssl_context or ssl.create_default_context()
+        return split.hostname, port, context, split.netloc
+
+    async def connect(self) -> tuple[trio.abc.Stream, str]:
+        """A fresh connection (TLS for https) and the Host header value."""
+        host, port, context, netloc = self._address()
         stream = await open_tcp_or_tls_stream(
-            split.hostname,
+            host,
             port,
             ssl_context=context,
             https_compatible=True,  # API servers may close without close_notify
             connect_timeout=self.connect_timeout,
             handshake_timeout=self.connect_timeout,
         )
-        return stream, split.netloc
+        return stream, netloc
 
 
 def _refusal(refused: UpgradeRefused) -> RemoteError:
