@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,17 @@ def test_no_import_cycle_even_through_annotations() -> None:
         graph[module].discard(target)
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_layout_page_names_each_remote_module_and_only_real_ones() -> None:
+    """docs/layout.md stays true: its ``remote/`` table lists every module there,
+    and every private module it names exists."""
+    page = (ROOT / "docs" / "layout.md").read_text()
+    named = set(re.findall(r"`(_[a-z][a-z0-9_]*)`", page))
+    remote = page[page.index("## `remote/`"):page.index("## Rules")]
+    in_remote = set(re.findall(r"`(_[a-z][a-z0-9_]*)`", remote))
+    modules = {m.rpartition(".")[2] for m in MODULES}
+    remote_modules = {m.rpartition(".")[2] for m in MODULES
+                      if m.startswith("muxstream.remote._")}
+    assert remote_modules - in_remote == set()
+    assert named - modules == set()
