@@ -110,6 +110,13 @@ class Headers(Mapping[str, str]):
 
 def encode_header_block(headers: Headers) -> bytes:
     """The uncompressed name/value block: count, then length-prefixed names and values."""
+    try:
+        return _encode_header_block(headers)
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+        raise LocalProtocolError(f"header {exc.object!r} is not valid UTF-8 text") from None
+
+
+def _encode_header_block(headers: Headers) -> bytes:
     parts = [_U32.pack(len(headers))]
     for name, values in headers.items_all():
         name_b = name.encode("utf-8")
