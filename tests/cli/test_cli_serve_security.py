@@ -63,7 +63,7 @@ async def test_a_spawned_server_gets_its_token_from_the_environment_never_argv(
             cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
             assert token.encode() not in cmdline
             assert b"--token" not in cmdline
-            conn = _mux._client_args(address, token)
+            conn = _mux.client_args(address, token)
             async with _mux.client_session(conn) as session:
                 assert await _service.echo(session, token, b"hi") == b"hi"
 
