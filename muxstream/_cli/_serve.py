@@ -19,6 +19,7 @@ remains (exec and port-forward connections). A second signal exits at once.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
@@ -27,6 +28,7 @@ import signal
 import ssl
 import stat
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -279,6 +281,30 @@ async def listen(
     )
 
 
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def announce_generated_token(token: str) -> str | None:
+    """Tell the operator the token ``serve`` generated, never into a log.
+
+    On a terminal it is printed. Otherwise (a service manager, a pipe to a log
+    file) it goes to a new file only this user can read, whose path is printed
+    instead; returns that path (removed when serve exits).
+    """
+    if sys.stdout.isatty():
+        print(f"generated a token: export {ENV_TOKEN}={token}", flush=True)
+        return None
+    fd, path = tempfile.mkstemp(prefix="muxstream-token-")  # mode 0600
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    atexit.register(_remove_quietly, path)
+    print(f"generated a token in {path} (readable by this user only): "
+          f"export {ENV_TOKEN}=$(cat {path})", flush=True)
+    return path
+
+
 def port_forward_enabled(args: argparse.Namespace) -> bool:
     """Whether serve offers port-forward: not with ``--no-port-forward``, and not
     when ``--allow`` or ``--allow-cp`` restricts exec but no ``--allow-port``
@@ -308,7 +334,7 @@ async def serve_main(args: argparse.Namespace) -> int:
     token: str | None = args.token
     if not token and not args.insecure_no_auth:
         token = secrets.token_urlsafe(18)
-        print(f"generated a token: export MUXSTREAM_TOKEN={token}", flush=True)
+        announce_generated_token(token)
     ssl_context = server_ssl_context(args)
     attach = {"main": args.attach_command.split()} if args.attach_command else {}
     # Without a terminal, a client's EOF is the attach process's EOF (`echo hi |
