@@ -438,7 +438,7 @@ def start_session(
     Args: as for :func:`open_session`.
     """
     session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
-    session._start(nursery)  # noqa: SLF001 (this module's factory starts its session)
+    session._start(nursery)  # noqa: SLF001 (the factory of its own module starts it)
     return session
 
 
@@ -466,13 +466,15 @@ async def open_session(
     Raises:
         TypeError: a keyword that is not a session option.
     """
-    session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
+    # A bad role or option raises here, before any task starts.
+    kind, resolved = _coerce_role(role), SessionOptions.resolve(options, keywords)
     async with trio.open_nursery() as nursery:
-        session._start(nursery)  # noqa: SLF001 (this module's factory runs its session)
+        session = start_session(nursery, transport, role=kind, options=resolved)
         try:
             yield session
         except BaseException as exc:
-            await session._close(Trigger.ABANDONED, exc)  # noqa: SLF001 (as above)
+            # The one close no public call makes: hard, at once, saying why.
+            await session._close(Trigger.ABANDONED, exc)  # noqa: SLF001 (its own module)
             raise
         else:
             await session.aclose()
