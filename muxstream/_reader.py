@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 import trio
-from trio.lowlevel import checkpoint
+from trio.lowlevel import RunVar, checkpoint
 
 from ._core import DRAINING, OPEN, SessionCore, Trigger
 from ._dispatch import dispatch
@@ -36,6 +36,20 @@ _STREAM_RECV_SIZE = 64 * 1024
 _ANSWERS_PAUSE = 1024
 
 
+#: The receive buffer of every TCP session in one trio run (see SocketReceiver).
+_SHARED_BUFFER: RunVar[memoryview] = RunVar("muxstream_receive_buffer")
+
+
+def shared_receive_buffer() -> memoryview:
+    """The run's one ``_RECV_SIZE`` receive buffer, made on first use."""
+    try:
+        return _SHARED_BUFFER.get()
+    except LookupError:
+        view = memoryview(bytearray(_RECV_SIZE))
+        _SHARED_BUFFER.set(view)
+        return view
+
+
 class SocketReceiver:
     """Reads a TCP socket's descriptor directly, guided by the decoder.
 
@@ -46,6 +60,15 @@ class SocketReceiver:
     extra scheduler pass for it. A short, small read (a PING, a short stream's
     frames) emptied the socket: the next read would fail with EAGAIN, so it
     waits first.
+
+    Everything else is read into one large buffer that every TCP session of
+    the trio run shares (:func:`shared_receive_buffer`), so that an idle
+    session holds none (a 1 MiB buffer each was most of an idle session's
+    memory). Sharing is safe because the bytes are used up before anyone else
+    can read: :meth:`receive` never awaits between its read and its return,
+    and the reader feeds what it returns to the decoder without awaiting,
+    which copies out everything it keeps (``FrameDecoder`` only borrows its
+    input). Its yields to the scheduler come before a read, never after.
     """
 
     __slots__ = ("conn", "drained", "sock", "unyielded", "view")
@@ -53,14 +76,18 @@ class SocketReceiver:
     def __init__(self, sock: trio.socket.SocketType, conn: Connection) -> None:
         self.sock = sock
         self.conn = conn
-        self.view = memoryview(bytearray(_RECV_SIZE))
+        self.view = shared_receive_buffer()
         self.unyielded = 0
         self.drained = False
 
     async def receive(self) -> bytes | memoryview:
+        """The next bytes read; the caller must use them up before it awaits."""
         sock = self.sock
         conn = self.conn
         while True:
+            if self.unyielded >= _YIELD_BYTES:
+                self.unyielded = 0
+                await checkpoint()
             fd = sock.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
@@ -83,13 +110,12 @@ class SocketReceiver:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             n = len(data)
+            if not n:
+                await checkpoint()
+                return b""
             if n < _SMALL_READ and n < want:
                 self.drained = True
-            unyielded = self.unyielded + n + _YIELD_PER_READ
-            if unyielded >= _YIELD_BYTES or not n:
-                unyielded = 0
-                await checkpoint()
-            self.unyielded = unyielded
+            self.unyielded += n + _YIELD_PER_READ
             return data
 
 
