@@ -109,8 +109,10 @@ class Connection(PeerFrames):
         #: bounds each header block, and all HEADERS of a stream together
         self.max_header_block = max_header_block
         self._out = OutboundQueues()
+        self._decompressor = HeaderDecompressor(max_size=max_header_block,
+                                                max_count=max_header_count)
         self._decoder = FrameDecoder(
-            HeaderDecompressor(max_size=max_header_block, max_count=max_header_count),
+            self._decompressor,
             max_control_frame=max_control_frame or max_header_block + 1024,
             max_data_frame=max_data_frame,
         )
@@ -484,6 +486,9 @@ class Connection(PeerFrames):
             while True:
                 frame = decoder.next_frame()
                 if frame is None:
+                    # An idle connection holds no zlib state; the next chunk
+                    # with a header block rebuilds it (see HeaderDecompressor).
+                    self._decompressor.release()
                     return events
                 self._handle(frame, events)
                 if self._out.answers > self.max_queued_answers:
