@@ -178,6 +178,9 @@ def decode_header_block(block: bytes, *, max_count: int = DEFAULT_MAX_HEADER_COU
 #: zlib window (2**9 bytes) and memory level of our compressor; see HeaderCompressor.
 _WINDOW_BITS = 9
 _MEM_LEVEL = 1
+#: How far back zlib's deflate refers: its window less MIN_LOOKAHEAD (262 bytes),
+#: so this much history is all a rebuilt compressor can use.
+_REACH = (1 << _WINDOW_BITS) - 262
 #: Ends every block a peer sync-flushes (an empty stored block): the inflater
 #: is then at a block boundary, where it can be rebuilt from its history.
 _SYNC_FLUSH_TAIL = b"\x00\x00\xff\xff"
@@ -187,12 +190,12 @@ class HeaderCompressor:
     """One direction's compression context; call in the order blocks hit the wire.
 
     The zlib state exists only between the first :meth:`compress` and the next
-    :meth:`release`: releasing keeps the last window of plaintext (at most 512
-    bytes), and the next block continues the same zlib stream from it, with a
-    raw deflate primed with that history -- which is all the peer's inflater
-    can refer back to. An idle connection so holds no zlib state (it was most
-    of an idle session's memory), and a busy one rebuilds it once per batch
-    (~1 us; docs/performance.md).
+    :meth:`release`: releasing keeps the last plaintext that deflate can refer
+    back to (250 bytes with a 512-byte window), and the next block continues
+    the same zlib stream from it, with a raw deflate primed with that history.
+    An idle connection so holds no zlib state (it was most of an idle
+    session's memory), and a busy one rebuilds it once per batch (under 1 us
+    each way; docs/performance.md).
     """
 
     __slots__ = ("_history", "_level", "_started", "_z")
@@ -201,7 +204,7 @@ class HeaderCompressor:
         self._level = level
         self._z: zlib._Compress | None = None
         self._started = False
-        self._history = SPDY3_DICTIONARY[-(1 << _WINDOW_BITS):]
+        self._history = SPDY3_DICTIONARY[-_REACH:]
 
     @property
     def active(self) -> bool:
@@ -225,7 +228,7 @@ class HeaderCompressor:
                                      zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICTIONARY)
                 self._started = True
             self._z = z
-        self._history = (self._history + raw)[-(1 << _WINDOW_BITS):]
+        self._history = (self._history + raw)[-_REACH:]
         return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH)
 
     def release(self) -> None:
