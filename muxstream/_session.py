@@ -49,7 +49,7 @@ from ._errors import (
     StreamOpenTimeout,
 )
 from ._options import DEFAULT_CLOSE_TIMEOUT, SessionKeywords, SessionOptions, SessionStatistics
-from ._pings import idle_watch, keepalive
+from ._pings import run_timers
 from ._stream import Stream, StreamCore
 from .protocol import GoAwayStatus, Headers, HeadersLike, Role, RstStatus, StreamState
 
@@ -106,12 +106,8 @@ class Session(trio.abc.Listener[Stream]):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_reader.run, core)
                 nursery.start_soon(core.writer.run, core.fail, core.closed)
-                nursery.start_soon(core.pings.watch)
-                if options.keepalive_interval:
-                    nursery.start_soon(keepalive, core, options.keepalive_interval,
-                                       options.ping_timeout)
-                if options.idle_timeout:
-                    nursery.start_soon(idle_watch, core, options.idle_timeout)
+                nursery.start_soon(run_timers, core, options.keepalive_interval,
+                                   options.ping_timeout, options.idle_timeout)
 
     @property
     def closed(self) -> bool:

@@ -18,10 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
+import trio.testing
 
-from muxstream import Session
+from muxstream import CLIENT, Session
 from muxstream._reader import _RECV_SIZE
-from muxstream.testing import open_session_pair, open_tcp_transport_pair
+from muxstream.testing import open_session_pair, open_tcp_transport_pair, start_session
 
 from ._helpers import NO_KEEPALIVE
 
@@ -106,3 +107,27 @@ async def test_concurrent_sessions_reading_through_the_shared_buffer_lose_nothin
                     nursery.start_soon(receive, server, got)
                     nursery.start_soon(send, client, seed, sent)
     assert got == sent
+
+
+def _tasks_under(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    found = []
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            found.append(child)
+            found += _tasks_under(child)
+    return found
+
+
+async def test_a_session_runs_one_timer_task_for_pings_keepalive_and_idle_timeout() -> None:
+    # A task and its sleep cost an idle session ~3.5 KiB: PING deadlines,
+    # keepalive and the idle timeout share one task (next to the reader and
+    # the writer, and the task that holds their nursery).
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            a, b = trio.testing.memory_stream_pair()
+            start_session(nursery, a, role=CLIENT, keepalive_interval=5, idle_timeout=60)
+            await trio.testing.wait_all_tasks_blocked()
+            names = sorted(t.name.rsplit(".", 1)[-1] for t in _tasks_under(
+                trio.lowlevel.current_task()))
+            assert names == ["_run_tasks", "run", "run", "run_timers"]
+            nursery.cancel_scope.cancel()
