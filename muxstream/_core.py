@@ -303,7 +303,8 @@ class SessionCore:
         """Background failure: record it, wake everyone, tear down (never raises)."""
         if self.error is None:
             self.error = exc
-            if isinstance(exc, MuxstreamError):
+            # expected failures in one line; a LocalProtocolError here is our bug
+            if isinstance(exc, MuxstreamError) and not isinstance(exc, LocalProtocolError):
                 logger.info("session failed: %s", exc)
             else:
                 logger.error("session failed", exc_info=exc)

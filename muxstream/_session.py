@@ -27,6 +27,18 @@ streams are reset and the transport is closed hard.
 A peer's graceful close arrives as GOAWAY then EOF: buffered data stays readable,
 streams the peer ended return ``b""``, the rest raise ``BrokenResourceError``,
 and this side runs the same close (its FIN is what the peer's reader waits for).
+
+The parts of the trio layer:
+
+* ``_session``: this module -- the API, the tasks, the close path;
+* ``_core``: ``SessionCore``, the state the parts share and what streams call;
+* ``_dispatch``: protocol events applied to the session, one handler each;
+* ``_reader`` / ``_writer``: the one reader task / the one writer task (and
+  inline writes), with the socket and stream I/O classes;
+* ``_pings``: ping deadlines, keepalive, idle timeout;
+* ``_accept``: the accept backlog and its limits;
+* ``_stream``: ``Stream``, its state (``StreamCore``), and ``StreamHost``;
+* ``_options``: ``SessionOptions``, its keywords, the defaults, statistics.
 """
 
 from __future__ import annotations
@@ -422,7 +434,7 @@ def start_session(
     Args: as for :func:`open_session`.
     """
     session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
-    session._start(nursery)
+    session._start(nursery)  # noqa: SLF001 (this module's factory starts its session)
     return session
 
 
@@ -452,11 +464,11 @@ async def open_session(
     """
     session = Session(transport, _coerce_role(role), SessionOptions.resolve(options, keywords))
     async with trio.open_nursery() as nursery:
-        session._start(nursery)
+        session._start(nursery)  # noqa: SLF001 (this module's factory runs its session)
         try:
             yield session
         except BaseException as exc:
-            await session._close(Trigger.ABANDONED, exc)
+            await session._close(Trigger.ABANDONED, exc)  # noqa: SLF001 (as above)
             raise
         else:
             await session.aclose()

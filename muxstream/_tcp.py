@@ -38,15 +38,18 @@ async def open_tcp_session(
     """
     # Imported here: the transport package loads h11 and wsproto, which a plain
     # ``import muxstream`` does not need.
-    from .transport import DEFAULT_TLS_HANDSHAKE_TIMEOUT
-    from .transport._errors import HandshakeTimeout
-    from .transport._tls import connect
+    from .transport import (
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        HandshakeTimeout,
+        open_tcp_or_tls_stream,
+    )
 
+    if handshake_timeout is None:
+        handshake_timeout = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     try:
-        transport = await connect(host, port, ssl_context=ssl_context,
-                                  server_hostname=server_hostname or host,
-                                  handshake_timeout=DEFAULT_TLS_HANDSHAKE_TIMEOUT
-                                  if handshake_timeout is None else handshake_timeout)
+        transport = await open_tcp_or_tls_stream(host, port, ssl_context=ssl_context,
+                                                 server_hostname=server_hostname or host,
+                                                 handshake_timeout=handshake_timeout)
     except HandshakeTimeout as exc:
         raise trio.TooSlowError(str(exc)) from exc  # what this function has always raised
     async with open_session(transport, role=CLIENT, options=options, **keywords) as session:

@@ -26,9 +26,9 @@ from ._common import (
     parse_size,
     positive_int,
     resolve_address,
-    run_command,
     setup_logging,
 )
+from ._run import run_command
 
 #: Exit status of a usage error (argparse's and the shell's convention), told apart
 #: from 1, a failure of the command itself.
@@ -111,10 +111,10 @@ examples:
 
 
 def _port_range(text: str) -> tuple[int, int]:
-    from ..remote._kubeapi import parse_port_range
+    from ..remote import PortRanges
 
     try:
-        return parse_port_range(text)
+        return PortRanges.parse_range(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

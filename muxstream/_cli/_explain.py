@@ -27,6 +27,7 @@ from .._errors import (
     StreamOpenTimeout,
     StreamResetError,
 )
+from .._failures import leaves
 from ..protocol import GoAwayStatus, RstStatus
 from ._common import DEFAULT_POD, ENV_ADDRESS, ENV_TOKEN, BadToken, CliError
 
@@ -52,19 +53,10 @@ _RESETS: dict[int, str] = {
 }
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for sub in exc.exceptions:
-            out.extend(_leaves(sub))
-        return out
-    return [exc]
-
-
 def root_error(exc: BaseException) -> BaseException:
     """The exception that explains a failure, out of trio's exception groups."""
-    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
-    return leaves[0] if leaves else exc
+    found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    return found[0] if found else exc
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -72,7 +64,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     out: list[BaseException] = []
     current = exc.__cause__ or exc.__context__
     while current is not None and current not in out:
-        out.extend(_leaves(current))
+        out.extend(leaves(current))
         current = current.__cause__ or current.__context__
     return out
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import trio
 
-from ..kube import ApiError, Cluster, KubeError, load_cluster
-from ..kube._api import default_container
+from ..kube import ApiError, Cluster, KubeError, default_container, load_cluster
 from ._common import CliError, Progress
 from ._copy import report, reporting
 from ._remote import drive, parse_port_mapping, raw_terminal

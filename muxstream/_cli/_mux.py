@@ -189,7 +189,8 @@ async def spawned_server(token: str, close_timeout: float = 10.0) -> AsyncIterat
         log.close()
 
 
-def _client_args(address: Address, token: str) -> argparse.Namespace:
+def client_args(address: Address, token: str) -> argparse.Namespace:
+    """The client options that reach a server :func:`spawned_server` started."""
     return argparse.Namespace(
         address=address, token=token, tls=False, cacert=None, timeout=10.0, transport="tcp"
     )
@@ -201,7 +202,7 @@ async def bench_main(args: argparse.Namespace) -> int:
     if spawn:
         token = secrets.token_urlsafe(SPAWNED_TOKEN_BYTES)
         async with spawned_server(token) as address:
-            return await _bench(args, _client_args(address, token), spawned=True)
+            return await _bench(args, client_args(address, token), spawned=True)
     return await _bench(args, args, spawned=False)
 
 
@@ -246,7 +247,7 @@ async def demo_main(args: argparse.Namespace) -> int:
     wall = time.monotonic()
     async with spawned_server(token) as address:
         say(f"  server      {address} (a separate process)", flush=True)
-        conn = _client_args(address, token)
+        conn = client_args(address, token)
         async with client_session(conn) as session:
             # Echo over several concurrent streams.
             messages = [f"stream {i}: hello over one connection\n".encode() for i in range(8)]

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
+from .._failures import GONE
 from ..remote import (
     PortForwarder,
     RemoteEndpoint,
@@ -38,7 +39,6 @@ from ._common import (
 
 #: bytes per read of our own stdin.
 STDIN_CHUNK = 64 * 1024
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def make_endpoint(args: argparse.Namespace) -> RemoteEndpoint:
@@ -74,7 +74,7 @@ def raw_terminal(enabled: bool) -> Iterator[bool]:
 async def _pump_stdin(sink: trio.abc.SendStream) -> None:
     # A thread does the blocking read: trio's FdStream would make fd 0 non-blocking,
     # which the shell we return to shares.
-    with contextlib.suppress(*_GONE):
+    with contextlib.suppress(*GONE):
         while chunk := await trio.to_thread.run_sync(
             os.read, 0, STDIN_CHUNK, abandon_on_cancel=True
         ):
@@ -98,7 +98,7 @@ async def _follow_window(process: RemoteProcess) -> None:
         while True:
             with contextlib.suppress(OSError):
                 size = os.get_terminal_size(1 if os.isatty(1) else 0)
-                with contextlib.suppress(*_GONE):
+                with contextlib.suppress(*GONE):
                     await process.resize(size.columns, size.lines)
             await signals.__anext__()
 

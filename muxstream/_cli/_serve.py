@@ -8,7 +8,7 @@ same service) or to :class:`muxstream.remote.RemoteServer` (exec, attach, cp,
 port-forward and the kubectl API surface).
 
 Before binding, :func:`check_serve_args` applies the exec service's exposure
-policy (``remote._auth``): beyond loopback, no ``--insecure-no-auth`` ever, and
+policy (``muxstream._auth``): beyond loopback, no ``--insecure-no-auth`` ever, and
 TLS (``--cert/--key``) unless ``--insecure-no-tls``.
 
 SIGINT/SIGTERM stop accepting, close every muxstream session gracefully
@@ -19,6 +19,7 @@ remains (exec and port-forward connections). A second signal exits at once.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
@@ -27,30 +28,28 @@ import signal
 import ssl
 import stat
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from .._auth import exposure_problem, no_auth_warning, validate_token
 from .._session import SERVER, Session, open_session
-from ..remote import RemoteServer
-from ..remote._allow import allow_list_problem
-from ..remote._auth import exposure_problem, validate_token
-from ..remote._kubeapi import PortRanges
-from ..remote._limits import ServiceLimits, raise_nofile_limit
-from ..remote._server import MAX_BODY_SIZE, no_auth_warning, request_refusal
+from ..remote import (
+    PortRanges,
+    RemoteServer,
+    ServiceLimits,
+    allow_list_problem,
+    raise_nofile_limit,
+)
 from ..transport import (
     HandshakeError,
     HTTPRequest,
+    current_connection,
     handle_http_connection,
+    serve_connections,
     wrap_prefixed,
     wrap_tls_server,
-)
-from ..transport._connections import (
-    ConnectionInfo,
-    current_connection,
-    peer_name,
-    serve_connections,
-    set_current_connection,
 )
 from ._common import ENV_TOKEN, Address, CliError, check_file, listen_error, load_pem
 from ._service import MUX_PATH, WEBSOCKET_SUBPROTOCOL, authorized, serve_session
@@ -75,7 +74,6 @@ class Server:
         self.token = token
         self.remote = remote
         self.remote_app = remote.app
-        self.remote_config = remote.config
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
         self.sessions: set[Session] = set()
@@ -107,8 +105,6 @@ class Server:
             await trio.aclose_forcefully(tcp)
 
     async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
-        if current_connection() is None:  # (not under serve_connections: tests)
-            set_current_connection(ConnectionInfo(peer_name(tcp)))
         transport: trio.abc.Stream = tcp
         try:
             if self.ssl_context is not None:
@@ -129,7 +125,9 @@ class Server:
         if first[0] == _SPDY_CONTROL_BYTE:
             await self.run_session(replayed, self.token)
         else:
-            await handle_http_connection(replayed, self.app, max_body_size=MAX_BODY_SIZE)
+            await handle_http_connection(
+                replayed, self.app, max_body_size=RemoteServer.max_body_size
+            )
 
     async def app(self, request: HTTPRequest) -> None:
         if request.path != MUX_PATH:
@@ -139,10 +137,7 @@ class Server:
             finally:
                 self.remote_requests -= 1
             return
-        refusal = request_refusal(self.remote_config, request)
-        if refusal is not None:
-            await request.respond(refusal.status, [("content-type", "application/json")],
-                                  refusal.body)
+        if await self.remote.refuse_browser(request):
             return
         values = request.headers.get_all("authorization")
         # Exactly one Authorization line counts; two are ambiguous and refused.
@@ -286,6 +281,30 @@ async def listen(
     )
 
 
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def announce_generated_token(token: str) -> str | None:
+    """Tell the operator the token ``serve`` generated, never into a log.
+
+    On a terminal it is printed. Otherwise (a service manager, a pipe to a log
+    file) it goes to a new file only this user can read, whose path is printed
+    instead; returns that path (removed when serve exits).
+    """
+    if sys.stdout.isatty():
+        print(f"generated a token: export {ENV_TOKEN}={token}", flush=True)
+        return None
+    fd, path = tempfile.mkstemp(prefix="muxstream-token-")  # mode 0600
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    atexit.register(_remove_quietly, path)
+    print(f"generated a token in {path} (readable by this user only): "
+          f"export {ENV_TOKEN}=$(cat {path})", flush=True)
+    return path
+
+
 def port_forward_enabled(args: argparse.Namespace) -> bool:
     """Whether serve offers port-forward: not with ``--no-port-forward``, and not
     when ``--allow`` or ``--allow-cp`` restricts exec but no ``--allow-port``
@@ -315,7 +334,7 @@ async def serve_main(args: argparse.Namespace) -> int:
     token: str | None = args.token
     if not token and not args.insecure_no_auth:
         token = secrets.token_urlsafe(18)
-        print(f"generated a token: export MUXSTREAM_TOKEN={token}", flush=True)
+        announce_generated_token(token)
     ssl_context = server_ssl_context(args)
     attach = {"main": args.attach_command.split()} if args.attach_command else {}
     # Without a terminal, a client's EOF is the attach process's EOF (`echo hi |

@@ -30,12 +30,12 @@ from typing import Any
 import trio
 
 from .. import __version__
+from .._auth import AuthThrottle, bearer_token_matches, peer_host
+from .._failures import GONE
 from .._session import CLIENT, Session, open_session
 from .._stream import Stream
 from ..protocol import RstStatus
-from ..remote._auth import AuthThrottle, bearer_token_matches, peer_host
-from ..remote._client import close_as_eof
-from ..transport._connections import current_connection, current_peer
+from ..transport import current_connection, current_peer, wrap_close_as_eof
 from ._common import Address, BadToken, CliError, MiB
 from ._explain import HelloTimeout
 
@@ -52,7 +52,6 @@ MUX_PATH = "/muxstream"
 WEBSOCKET_SUBPROTOCOL = "muxstream"
 #: One receive's size on the service side: large reads (docs/performance.md, rule 1).
 CHUNK = 1 << 20
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def authorized(token: str | None, presented: str | None) -> bool:
@@ -125,14 +124,14 @@ async def _serve_stream(stream: Stream) -> None:
         else:
             stream.reset(RstStatus.REFUSED_STREAM)
             return
-    except _GONE as exc:
+    except GONE as exc:
         logger.debug("stream %d (%s): %r", stream.stream_id, service, exc)
         return
     # Wait for the peer's FIN (if it has not sent it yet) so aclose() ends cleanly.
     try:
         while await stream.receive_some(CHUNK):
             pass
-    except _GONE:
+    except GONE:
         pass
     await stream.aclose()
 
@@ -158,12 +157,15 @@ async def connect(
     :class:`BadToken` if the server refuses the token, :class:`CliError` if it
     does not answer the hello.
     """
-    from ..transport import wrap_upgrade_client, wrap_websocket_client
-    from ..transport._http import host_header
-    from ..transport._tls import connect as connect_transport
+    from ..transport import (
+        host_header,
+        open_tcp_or_tls_stream,
+        wrap_upgrade_client,
+        wrap_websocket_client,
+    )
 
     headers = [("authorization", f"Bearer {token}")] if token else []
-    stream = await connect_transport(
+    stream = await open_tcp_or_tls_stream(
         address.host, address.port, ssl_context=ssl_context,
         connect_timeout=timeout, handshake_timeout=timeout,
     )
@@ -185,7 +187,7 @@ async def connect(
     # A transport that cannot half-close (TLS) would leave both ends waiting for
     # the other's EOF until close_timeout; as the client we end the connection at
     # that point instead, as client-go does (nothing we owe is lost by then).
-    async with open_session(close_as_eof(stream), role=CLIENT, **options) as session:
+    async with open_session(wrap_close_as_eof(stream), role=CLIENT, **options) as session:
         document = await hello(session, token, timeout=timeout)
         trace.debug("hello: %s %s", document.get("server"), document.get("version"))
         yield session

@@ -11,6 +11,7 @@ Reading YAML needs PyYAML: ``pip install 'muxstream[kube]'``.
 See docs/howto-cluster.md.
 """
 
+from ._api import DefaultContainer, default_container
 from ._cluster import DEFAULT_CONNECT_TIMEOUT, Cluster, load_cluster
 from ._config import ClusterSettings, ExecConfig, Kubeconfig, load_kubeconfig
 from ._credentials import DEFAULT_EXEC_TIMEOUT, Credential
@@ -42,6 +43,7 @@ __all__ = [
     "ContainerNotRunning",
     "Credential",
     "CredentialError",
+    "DefaultContainer",
     "ExecConfig",
     "Forbidden",
     "KubeEndpoint",
@@ -54,6 +56,7 @@ __all__ = [
     "ProxyError",
     "Unauthorized",
     "api_error",
+    "default_container",
     "load_cluster",
     "load_kubeconfig",
     "make_ssl_context",

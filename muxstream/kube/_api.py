@@ -85,6 +85,8 @@ def pod_path(namespace: str, pod: str) -> str:
 
 
 class DefaultContainer(NamedTuple):
+    """The container kubectl picks in a pod, and why (:func:`default_container`)."""
+
     name: str
     names: list[str]  # every container of the pod
     annotated: bool  # chosen by the default-container annotation

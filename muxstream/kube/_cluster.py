@@ -30,17 +30,17 @@ from ..remote import (
     CopyResult,
     ForwardedStream,
     PortForwarder,
+    ProgressCallback,
     RemoteError,
     RemoteProcess,
     RemoteStatusError,
+    TransportChoice,
     copy_from_remote,
     copy_to_remote,
     open_port_forward,
     open_remote_process,
     run_remote,
 )
-from ..remote._client import Transport
-from ..remote._copy_tar import ProgressCallback
 from ._api import default_container, get_json, pod_path
 from ._config import ClusterSettings, load_kubeconfig
 from ._credentials import Clock, Credential, CredentialSource, utc_now
@@ -66,12 +66,12 @@ class Cluster:
         self,
         settings: ClusterSettings,
         *,
-        transport: Transport = "auto",
+        transport: TransportChoice = "auto",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         now: Clock = utc_now,
     ) -> None:
         self.settings = settings
-        self.transport: Transport = transport
+        self.transport: TransportChoice = transport
         self.connect_timeout = connect_timeout
         self.credentials = CredentialSource(settings, now=now)
         self._contexts: dict[tuple[bytes | None, bytes | None], ssl.SSLContext] = {}
@@ -366,7 +366,7 @@ def load_cluster(
     context: str | None = None,
     namespace: str | None = None,
     environ: Mapping[str, str] | None = None,
-    transport: Transport = "auto",
+    transport: TransportChoice = "auto",
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Cluster:
     """Read the kubeconfig as kubectl does and return the :class:`Cluster` of a context.

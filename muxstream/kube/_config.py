@@ -173,33 +173,6 @@ class Kubeconfig:
     users: dict[str, _Entry] = field(default_factory=dict)
     contexts: dict[str, _Entry] = field(default_factory=dict)
 
-    def _merge(self, file: Path, document: object) -> None:
-        if document is None:
-            return  # an empty file is an empty config
-        if not isinstance(document, dict):
-            raise KubeconfigError(file, "", "not a kubeconfig (expected a mapping at the top)")
-        current = document.get("current-context")
-        if current and not self.current_context:
-            if not isinstance(current, str):
-                raise KubeconfigError(file, "current-context", "expected a string")
-            self.current_context = current
-        for section, inner in _SECTIONS.items():
-            items = document.get(section)
-            if items is None:
-                continue
-            if not isinstance(items, list):
-                raise KubeconfigError(file, section, "expected a list")
-            target: dict[str, _Entry] = getattr(self, section)
-            for index, item in enumerate(items):
-                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    raise KubeconfigError(file, f"{section}[{index}]", "expected a name")
-                name = item["name"]
-                body = item.get(inner) or {}
-                key = f'{section}["{name}"].{inner}'
-                if not isinstance(body, dict):
-                    raise KubeconfigError(file, key, "expected a mapping")
-                target.setdefault(name, _Entry(name, body, file, key))
-
     def resolve(
         self, context: str | None = None, *, namespace: str | None = None
     ) -> ClusterSettings:
@@ -330,6 +303,35 @@ def _exec_config(user: _Entry, body: object) -> ExecConfig:
     )
 
 
+def _merge(config: Kubeconfig, file: Path, document: object) -> None:
+    """Add one file's content to ``config``: the first definition of a name wins."""
+    if document is None:
+        return  # an empty file is an empty config
+    if not isinstance(document, dict):
+        raise KubeconfigError(file, "", "not a kubeconfig (expected a mapping at the top)")
+    current = document.get("current-context")
+    if current and not config.current_context:
+        if not isinstance(current, str):
+            raise KubeconfigError(file, "current-context", "expected a string")
+        config.current_context = current
+    for section, inner in _SECTIONS.items():
+        items = document.get(section)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise KubeconfigError(file, section, "expected a list")
+        target: dict[str, _Entry] = getattr(config, section)
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise KubeconfigError(file, f"{section}[{index}]", "expected a name")
+            name = item["name"]
+            body = item.get(inner) or {}
+            key = f'{section}["{name}"].{inner}'
+            if not isinstance(body, dict):
+                raise KubeconfigError(file, key, "expected a mapping")
+            target.setdefault(name, _Entry(name, body, file, key))
+
+
 def load_kubeconfig(
     path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Kubeconfig:
@@ -362,7 +364,7 @@ def load_kubeconfig(
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise KubeconfigError(file, line, f"malformed YAML: {problem}") from None
         config.files.append(file)
-        config._merge(file, document)
+        _merge(config, file, document)
     if not config.files:
         raise KubeconfigError(
             paths[0] if len(paths) == 1 else os.pathsep.join(map(str, paths)),

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from ..remote import RemoteEndpoint
-from ..transport._tls import connect
+from ..transport import open_tcp_or_tls_stream
 from ._errors import KubeconfigError
 
 #: Largest proxy answer head we read before giving up (real ones are < 1 KiB).
@@ -195,31 +195,25 @@ class KubeEndpoint(RemoteEndpoint):
     async def connect(self) -> tuple[trio.abc.Stream, str]:
         if self.proxy_url is None and self.server_hostname is None:
             return await super().connect()
-        split = urlsplit(self.url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError(f"bad endpoint URL {self.url!r}")
-        port = split.port or (443 if split.scheme == "https" else 80)
-        context = None
-        if split.scheme == "https":
-            context = self.ssl_context or ssl.create_default_context()
+        host, port, context, netloc = self._address()
         with trio.fail_after(self.connect_timeout):
             if self.proxy_url is None:
-                stream: trio.abc.Stream = await connect(
-                    split.hostname,
+                stream: trio.abc.Stream = await open_tcp_or_tls_stream(
+                    host,
                     port,
                     ssl_context=context,
                     server_hostname=self.server_hostname,
                     https_compatible=True,
                     handshake_timeout=math.inf,
                 )
-                return stream, split.netloc
-            tunnel = await open_connect_tunnel(self.proxy_url, split.hostname, port)
+                return stream, netloc
+            tunnel = await open_connect_tunnel(self.proxy_url, host, port)
             if context is None:
-                return tunnel, split.netloc
+                return tunnel, netloc
             tls = trio.SSLStream(
                 tunnel,
                 context,
-                server_hostname=self.server_hostname or split.hostname,
+                server_hostname=self.server_hostname or host,
                 https_compatible=True,
             )
             try:
@@ -227,4 +221,4 @@ class KubeEndpoint(RemoteEndpoint):
             except BaseException:
                 await trio.aclose_forcefully(tunnel)
                 raise
-            return tls, split.netloc
+            return tls, netloc

@@ -194,6 +194,12 @@ class Connection(PeerFrames):
         st = self._streams.get(stream_id)
         return st.our_window if st else 0
 
+    def their_window(self, stream_id: int) -> int:
+        """``stream_id``'s own window for our sending (0 for closed streams);
+        :meth:`sendable` also applies the session's, where windows apply."""
+        st = self._streams.get(stream_id)
+        return st.their_window if st else 0
+
     @property
     def can_open_stream(self) -> bool:
         """False while the peer's MAX_CONCURRENT_STREAMS is reached."""

@@ -110,6 +110,13 @@ class Headers(Mapping[str, str]):
 
 def encode_header_block(headers: Headers) -> bytes:
     """The uncompressed name/value block: count, then length-prefixed names and values."""
+    try:
+        return _encode_header_block(headers)
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+        raise LocalProtocolError(f"header {exc.object!r} is not valid UTF-8 text") from None
+
+
+def _encode_header_block(headers: Headers) -> bytes:
     parts = [_U32.pack(len(headers))]
     for name, values in headers.items_all():
         name_b = name.encode("utf-8")
@@ -144,7 +151,7 @@ def decode_header_block(block: bytes, *, max_count: int = DEFAULT_MAX_HEADER_COU
     if count > max_count:
         raise RemoteProtocolError.session(f"header block has {count} entries (limit {max_count})")
     pos = 4
-    pairs: list[tuple[str, list[str]]] = []
+    merged: dict[str, list[str]] = {}
     for _ in range(count):
         fields: list[bytes] = []
         for _what in ("name", "value"):
@@ -164,15 +171,12 @@ def decode_header_block(block: bytes, *, max_count: int = DEFAULT_MAX_HEADER_COU
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
             raise RemoteProtocolError.session("header block is not UTF-8") from None
-        pairs.append((name, value.split("\x00")))
-    if pos != size:
-        raise RemoteProtocolError.session("trailing bytes after the header block")
-    headers = Headers()
-    for name, values in pairs:
         # A repeated name is a spec violation that Go's framer merely reports;
         # merging keeps every value and stays interoperable.
-        headers._items.setdefault(name, []).extend(values)
-    return headers
+        merged.setdefault(name, []).extend(value.split("\x00"))
+    if pos != size:
+        raise RemoteProtocolError.session("trailing bytes after the header block")
+    return Headers(merged)
 
 
 #: zlib window (2**9 bytes) and memory level of our compressor; see HeaderCompressor.

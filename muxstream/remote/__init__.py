@@ -13,14 +13,22 @@ temporary name, with resume).
 Protocol facts and the threat model: docs/kubernetes.md.
 """
 
-from ._backend import (
-    ExecBackend,
-    ExecRequest,
-    FunctionBackend,
-    LocalBackend,
-    LocalProcess,
-    ProcessHandle,
-)
+# The private modules say their side in their names (a test keeps the two sides
+# apart: no ``_client_*`` module imports a ``_server*`` one, nor the reverse):
+#
+# * both sides: ``_channels`` (stream types, channel bytes, versions; sans-IO),
+#   ``_status`` (Status documents, resize; sans-IO), ``_ws_channels`` (channels
+#   over a WebSocket), ``_pipe`` (a bounded in-memory pipe);
+# * server: ``_server`` (the router and :func:`serve_remote`), ``_server_config``
+#   (:class:`RemoteServerConfig`, a leaf), the handlers ``_server_exec_spdy``,
+#   ``_server_exec_ws`` and ``_server_portforward``, and what they run on:
+#   ``_server_pump`` (a process to its streams), ``_server_backend`` and
+#   ``_server_spawn`` (processes), ``_server_kubeapi`` (the API kubectl reads),
+#   ``_server_allow`` and ``_server_limits`` (policy and bounds);
+# * client: ``_client_endpoint`` (where to connect, the upgrade), ``_client_exec``,
+#   ``_client_portforward``, ``_client_copy`` (with ``_client_copy_parts`` and
+#   ``_client_copy_tar``).
+
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
     PORT_FORWARD_TUNNEL_PROTOCOL,
@@ -29,18 +37,29 @@ from ._channels import (
     Channel,
     StreamType,
 )
-from ._client import (
-    RemoteEndpoint,
-    RemoteError,
-    RemoteProcess,
-    open_remote_process,
-    run_remote,
+from ._client_copy import (
+    CopyError,
+    CopyResult,
+    ProgressCallback,
+    copy_from_remote,
+    copy_to_remote,
 )
-from ._copy import CopyError, CopyResult, copy_from_remote, copy_to_remote
-from ._forward import ForwardedStream, PortForwarder, open_port_forward, port_forward
-from ._kubeapi import KubeApi
-from ._limits import ServiceLimits
-from ._server import RemoteServer, RemoteServerConfig, bound_port, serve_remote
+from ._client_endpoint import RemoteEndpoint, RemoteError, TransportChoice
+from ._client_exec import RemoteProcess, open_remote_process, run_remote
+from ._client_portforward import ForwardedStream, PortForwarder, open_port_forward, port_forward
+from ._server import RemoteServer, bound_port, serve_remote
+from ._server_allow import allow_list_problem
+from ._server_backend import (
+    ExecBackend,
+    ExecRequest,
+    FunctionBackend,
+    LocalBackend,
+    LocalProcess,
+    ProcessHandle,
+)
+from ._server_config import RemoteServerConfig
+from ._server_kubeapi import KubeApi, PortRanges
+from ._server_limits import ServiceLimits, raise_nofile_limit
 from ._status import ExitStatus, RemoteStatusError, TerminalSize
 
 __all__ = [
@@ -60,7 +79,9 @@ __all__ = [
     "LocalBackend",
     "LocalProcess",
     "PortForwarder",
+    "PortRanges",
     "ProcessHandle",
+    "ProgressCallback",
     "RemoteEndpoint",
     "RemoteError",
     "RemoteProcess",
@@ -70,12 +91,15 @@ __all__ = [
     "ServiceLimits",
     "StreamType",
     "TerminalSize",
+    "TransportChoice",
+    "allow_list_problem",
     "bound_port",
     "copy_from_remote",
     "copy_to_remote",
     "open_port_forward",
     "open_remote_process",
     "port_forward",
+    "raise_nofile_limit",
     "run_remote",
     "serve_remote",
 ]

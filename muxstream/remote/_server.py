@@ -1,14 +1,19 @@
 """The exec/attach/port-forward server: HTTP routing, authentication, upgrades.
 
+The router of the server side: each request is checked here (origin,
+credentials, policy, limits) and an upgraded connection handed to its handler
+(``_server_exec_spdy``, ``_server_exec_ws``, ``_server_portforward``), which
+imports nothing from here (the configuration is ``_server_config``).
+
 Threat model (see docs/kubernetes.md and docs/reliability.md): this service
 runs commands for whoever reaches it. So it listens on loopback unless told
 otherwise, refuses to listen beyond loopback without TLS (unless
 ``insecure_no_tls``) or without authentication (always), requires a bearer token
-(SHA-256 digests compared in constant time, ``_auth``) or a verified TLS client
+(SHA-256 digests compared in constant time, ``muxstream._auth``) or a verified TLS client
 certificate, and answers 401/403/400 before any process starts or any upgrade
 happens. Commands run without a shell (argv as given, no expansion);
 ``allowed_commands`` restricts argv[0] (``allow_copy`` adds the exact argv
-shapes cp needs, ``_allow``); ``allowed_ports`` restricts
+shapes cp needs, ``_server_allow``); ``allowed_ports`` restricts
 port-forward targets. kubectl only sends bearer tokens over TLS, so serving
 kubectl with a token means serving TLS.
 """
@@ -17,119 +22,46 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
-from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
-from .._options import DEFAULT_CLOSE_TIMEOUT
-from ..transport import HandshakeError, HTTPRequest, handle_http_connection, serve_http
-from ..transport._connections import current_connection, current_peer
-from ._allow import allow_list_problem, command_refusal
-from ._auth import (
+from .._auth import (
     bearer_token_matches,
     browser_refusal,
     exposure_problem,
+    no_auth_warning,
     peer_host,
-    validate_token,
 )
-from ._backend import ExecBackend, LocalBackend
+from ..transport import (
+    HandshakeError,
+    HTTPRequest,
+    current_connection,
+    current_peer,
+    handle_http_connection,
+    serve_http,
+)
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
     PORT_FORWARD_TUNNEL_PROTOCOL,
     SUPPORTED_STREAM_PROTOCOLS,
 )
-from ._exec_ws import serve_exec_websocket
-from ._kubeapi import ApiResponse, KubeApi, SubresourceRequest, status_body
-from ._limits import SERVICE_SESSION_OPTIONS, ServiceLimits, Slots
+from ._server_allow import command_refusal
+from ._server_backend import ExecBackend, LocalBackend
+from ._server_config import RemoteServerConfig
+from ._server_exec_spdy import serve_exec_spdy
+from ._server_exec_ws import serve_exec_websocket
+from ._server_kubeapi import ApiResponse, SubresourceRequest, status_body
+from ._server_limits import Slots
+from ._server_portforward import serve_port_forward_session
 
 logger = logging.getLogger("muxstream.remote")
 
-#: Seconds a client has to send its request head to this service (slowloris
-#: bound); not transport.DEFAULT_HANDSHAKE_TIMEOUT, the 10 s of the HTTP handshakes.
-DEFAULT_REQUEST_HEAD_TIMEOUT = 30.0
-#: Seconds to wait for the expected SPDY streams after the upgrade (kubelet's
-#: default stream creation timeout is 30 s).
-DEFAULT_STREAM_CREATION_TIMEOUT = 30.0
 WEBSOCKET_EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 #: Request body bytes the service reads: none. The API answers GET and upgrades
 #: only, so any body is refused (413) before a byte of it is read, whoever sent
 #: it: a body can never cost memory before authentication.
 MAX_BODY_SIZE = 0
-
-
-@dataclass
-class RemoteServerConfig:
-    """What the server serves and whom it trusts.
-
-    Args:
-      token: the bearer token clients must present (``Authorization: Bearer``).
-      client_certs: authenticate by TLS client certificate: :func:`serve_remote`
-        then requires an ssl_context with ``verify_mode = CERT_REQUIRED``, so a
-        connection without a certificate signed by its CA never gets this far.
-      insecure_no_auth: serve without authentication (local experiments only;
-        :func:`serve_remote` refuses it beyond loopback).
-      insecure_no_tls: let :func:`serve_remote` listen beyond loopback without
-        TLS (tokens then cross the network in clear text: only behind something
-        that encrypts, such as a TLS-terminating proxy or a VPN).
-      allowed_origins: the ``Origin`` values (``scheme://host[:port]``) of web
-        pages allowed to use this server; any other request carrying an
-        ``Origin`` is refused (403), whatever the auth mode. kubectl and the
-        Python clients send none; browsers always do.
-      allowed_commands: if set, exec is refused (403) unless argv[0] is listed
-        (with any arguments). ``tar`` and ``find`` cannot be listed (ValueError):
-        their options run other commands; use ``allow_copy``.
-      allow_copy: with ``allowed_commands``, also admit exactly the argv shapes
-        that ``muxstream cp`` and ``kubectl cp`` send (tar, find, sha256sum...
-        with checked operands; docs/cli.md, "Copy under an allow-list"), so
-        copies work under an allow-list without allowing those programs.
-      allowed_ports: if set, port-forward is refused unless the port is listed
-        (the ``ports=`` of the request and each forwarded connection's port).
-      port_forward: False refuses every port-forward request (403).
-      backend: runs the commands; a :class:`LocalBackend` by default.
-      api: the fake Kubernetes API (pods and containers kubectl may address).
-      forward_host: where port-forward connects (the "pod" network).
-      limits: connections, processes, forwarded sockets, the auth deadline and
-        throttle (:class:`ServiceLimits`; defaults fit a 1024-descriptor process).
-    """
-
-    token: str | None = None
-    client_certs: bool = False
-    insecure_no_auth: bool = False
-    insecure_no_tls: bool = False
-    allowed_origins: Collection[str] = ()
-    allowed_commands: Collection[str] | None = None
-    allow_copy: bool = False
-    allowed_ports: Collection[int] | None = None
-    port_forward: bool = True
-    backend: ExecBackend | None = None
-    api: KubeApi = field(default_factory=KubeApi)
-    forward_host: str = "127.0.0.1"
-    handshake_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
-    stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
-    session_options: dict[str, Any] = field(default_factory=dict)
-    limits: ServiceLimits = field(default_factory=ServiceLimits)
-
-    def session_kwargs(self) -> dict[str, Any]:
-        """Options of each exec/port-forward session: the service's memory budget
-        (``SERVICE_SESSION_OPTIONS``) overridden by ``session_options``."""
-        return {**SERVICE_SESSION_OPTIONS, **self.session_options}
-
-    def __post_init__(self) -> None:
-        if not (self.token or self.client_certs or self.insecure_no_auth):
-            raise ValueError(
-                "refusing to serve commands without authentication: pass token=..., "
-                "client_certs=True (with TLS), or insecure_no_auth=True"
-            )
-        if self.token is not None:
-            validate_token(self.token)
-        problem = allow_list_problem(self.allowed_commands)
-        if problem is not None:
-            raise ValueError(f"{problem}; for cp under an allow-list, set allow_copy=True")
 
 
 def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
@@ -145,7 +77,7 @@ def _authorized(config: RemoteServerConfig, request: HTTPRequest) -> bool:
 
 
 def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResponse | None:
-    """The 403 for a request a web page may have made (``_auth.browser_refusal``),
+    """The 403 for a request a web page may have made (``browser_refusal``),
     logged in one line; None if the request may go on to authentication."""
     problem = browser_refusal(
         request.headers.get_all("origin"),
@@ -161,20 +93,6 @@ def request_refusal(config: RemoteServerConfig, request: HTTPRequest) -> ApiResp
     return ApiResponse(403, status_body(403, "Forbidden", problem))
 
 
-def no_auth_warning(where: str) -> str:
-    """The one line said at start-up when a server runs without authentication."""
-    try:
-        import pwd
-
-        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
-    except (ImportError, KeyError):
-        user = "this user"
-    return (
-        f"no authentication on {where}: every local user (and every program on this "
-        f"machine) can run commands as {user} through it"
-    )
-
-
 async def _answer(request: HTTPRequest, response: ApiResponse, **headers: str) -> None:
     await request.respond(
         response.status,
@@ -187,8 +105,12 @@ class RemoteServer:
     """Serves one configuration as an HTTP application (``transport.HTTPApp``).
 
     Use :meth:`app` with ``muxstream.transport.serve_http`` (or any server that
-    takes an ``HTTPApp``), or :meth:`handle_connection` with an accepted stream.
+    takes an ``HTTPApp``, with ``max_body_size=RemoteServer.max_body_size``),
+    or :meth:`handle_connection` with an accepted stream.
     """
+
+    #: Request body bytes the service reads: none (see ``MAX_BODY_SIZE``).
+    max_body_size = MAX_BODY_SIZE
 
     def __init__(self, config: RemoteServerConfig, backend: ExecBackend) -> None:
         self.config = config
@@ -210,9 +132,7 @@ class RemoteServer:
 
     async def app(self, request: HTTPRequest) -> None:
         """Answer one request: 401/403/404 refusals, API documents, or an upgrade."""
-        refusal = request_refusal(self.config, request)
-        if refusal is not None:
-            await _answer(request, refusal)
+        if await self.refuse_browser(request):
             return
         if not _authorized(self.config, request):
             await self.refuse_credentials(request)
@@ -254,6 +174,19 @@ class RemoteServer:
         finally:
             if counts_as_process:
                 self.processes.release()
+
+    async def refuse_browser(self, request: HTTPRequest) -> bool:
+        """Answer 403 to a request a web page may have made (a foreign ``Origin``;
+        without authentication, a ``Host`` that is not loopback) and return True,
+        with one WARNING line; False if the request may go on to authentication.
+
+        :meth:`app` starts with it; a server that routes some paths elsewhere
+        (``muxstream serve``) calls it for those too."""
+        refusal = request_refusal(self.config, request)
+        if refusal is None:
+            return False
+        await _answer(request, refusal)
+        return True
 
     async def refuse_credentials(self, request: HTTPRequest) -> None:
         """Answer 401 and close the connection (one try per connection), after a
@@ -326,8 +259,6 @@ class RemoteServer:
             return  # already answered 400/426
         logger.info("%s %s: WebSocket %s", target.kind, target.pod, protocol)
         if target.kind == "portforward":
-            from ._portforward import serve_port_forward_session
-
             await serve_port_forward_session(websocket, self.config, target.pod, self.forwards)
         else:
             await serve_exec_websocket(websocket, protocol, target.exec_request(), self.backend)
@@ -356,12 +287,8 @@ class RemoteServer:
         stream = await request.accept_upgrade(protocol, upgrade="SPDY/3.1")
         logger.info("%s %s: SPDY %s", target.kind, target.pod, protocol)
         if target.kind == "portforward":
-            from ._portforward import serve_port_forward_session
-
             await serve_port_forward_session(stream, self.config, target.pod, self.forwards)
         else:
-            from ._exec_spdy import serve_exec_spdy
-
             await serve_exec_spdy(
                 stream, protocol, target.exec_request(), self.backend, self.config
             )

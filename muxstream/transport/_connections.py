@@ -29,8 +29,10 @@ __all__ = [
     "ConnectionInfo",
     "ConnectionLimits",
     "current_connection",
+    "current_peer",
     "peer_name",
     "serve_connections",
+    "set_current_connection",
 ]
 
 logger = logging.getLogger("muxstream.transport")

@@ -25,7 +25,12 @@ import trio
 from ._errors import ConnectTimeout, TLSHandshakeTimeout
 from ._tls_stream import TLSStream
 
-__all__ = ["DEFAULT_TLS_HANDSHAKE_TIMEOUT", "open_tls_stream", "wrap_tls_server"]
+__all__ = [
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "open_tcp_or_tls_stream",
+    "open_tls_stream",
+    "wrap_tls_server",
+]
 
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds; same bound as the HTTP handshake
 
@@ -73,7 +78,7 @@ async def open_tls_stream(
     )
 
 
-async def connect(
+async def open_tcp_or_tls_stream(
     host: str,
     port: int,
     *,

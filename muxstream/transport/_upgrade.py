@@ -27,7 +27,7 @@ from ._http import (
     request_headers,
 )
 from ._prefixed import wrap_prefixed
-from ._tls import connect
+from ._tls import open_tcp_or_tls_stream
 
 __all__ = ["UPGRADE_SPDY", "open_upgraded_stream", "wrap_upgrade_client"]
 
@@ -130,8 +130,10 @@ async def open_upgraded_stream(
     connection errors raise ``OSError`` (TCP) or ``trio.BrokenResourceError``
     (TLS handshake). The connection is closed on any error.
     """
-    stream = await connect(host, port, ssl_context=ssl_context, server_hostname=server_hostname,
-                           handshake_timeout=handshake_timeout)
+    stream = await open_tcp_or_tls_stream(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname,
+        handshake_timeout=handshake_timeout,
+    )
     return await wrap_upgrade_client(
         stream,
         target,

@@ -25,7 +25,7 @@ from ._http import (
     host_header,
     request_headers,
 )
-from ._tls import connect
+from ._tls import open_tcp_or_tls_stream
 from ._websocket import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_WEBSOCKET_CLOSE_TIMEOUT,
@@ -174,8 +174,10 @@ async def open_websocket_stream(
     connection errors raise ``OSError`` (TCP) or ``trio.BrokenResourceError``
     (TLS handshake). The connection is closed on any error.
     """
-    stream = await connect(host, port, ssl_context=ssl_context, server_hostname=server_hostname,
-                           handshake_timeout=handshake_timeout)
+    stream = await open_tcp_or_tls_stream(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname,
+        handshake_timeout=handshake_timeout,
+    )
     return await wrap_websocket_client(
         stream,
         target,

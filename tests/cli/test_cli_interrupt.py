@@ -118,7 +118,8 @@ def test_second_ctrl_c_stops_at_once_while_cleanup_still_runs(tmp_path: Path) ->
     script = tmp_path / "slow_cleanup.py"
     script.write_text(textwrap.dedent("""
         import sys, trio
-        from muxstream._cli._common import INTERRUPT, run_command
+        from muxstream._cli._common import INTERRUPT
+        from muxstream._cli._run import run_command
 
         async def main() -> int:
             INTERRUPT.waiting_for = "cleaning up slowly"

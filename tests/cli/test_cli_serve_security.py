@@ -63,9 +63,48 @@ async def test_a_spawned_server_gets_its_token_from_the_environment_never_argv(
             cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
             assert token.encode() not in cmdline
             assert b"--token" not in cmdline
-            conn = _mux._client_args(address, token)
+            conn = _mux.client_args(address, token)
             async with _mux.client_session(conn) as session:
                 assert await _service.echo(session, token, b"hi") == b"hi"
+
+
+def test_a_generated_token_never_goes_to_a_log(tmp_path: Path) -> None:
+    # stdout is a pipe here, as under a service manager that keeps a journal: the
+    # token goes to a file only this user can read, and only its path is printed.
+    served = start_server(env=cli_env(TMPDIR=str(tmp_path)))
+    try:
+        [path] = list(tmp_path.glob("muxstream-token-*"))
+        assert path.stat().st_mode & 0o777 == 0o600
+        token = path.read_text().strip()
+        assert len(token) >= 16 and token not in served.banner
+        assert f"generated a token in {path}" in served.banner
+        env = cli_env(MUXSTREAM_ADDRESS=served.address, MUXSTREAM_TOKEN=token)
+        assert muxstream("ping", "-c", "1", env=env).returncode == 0
+    finally:
+        _code, output = stop_server(served)
+    assert token not in output
+    assert not path.exists()  # removed when serve ends
+
+
+def test_a_generated_token_is_shown_on_a_terminal() -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muxstream", "serve", "--address", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=terminal, stderr=subprocess.DEVNULL, env=cli_env(),
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while b"listening on" not in seen and time.monotonic() < deadline:
+            seen += os.read(controller, 4096)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(TIMEOUT)
+        os.close(controller)
+    assert b"generated a token: export MUXSTREAM_TOKEN=" in seen, seen
 
 
 def test_token_file_is_read_and_must_not_be_readable_by_others(tmp_path: Path) -> None:

@@ -69,9 +69,11 @@ def test_a_source_install_builds_the_extension_when_it_can_and_installs_without(
 ) -> None:
     # What `pip install` (and so scripts/setup) does with a source tree: once with
     # the compiler this machine has, once with a compiler that always fails.
-    src = source_tree(tmp_path)
     builds = {}
     for name, env in (("with", {}), ("without", {"CC": "false", "LDSHARED": "false"})):
+        # A tree each: the two builds run at once and setuptools writes build/ in it.
+        (tree := tmp_path / f"src-{name}").mkdir()
+        src = source_tree(tree)
         out = tmp_path / f"wheel-{name}"
         builds[name] = (out, subprocess.Popen(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],

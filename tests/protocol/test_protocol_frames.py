@@ -283,6 +283,8 @@ def test_headers_accept_mappings_with_lists_and_pairs() -> None:
         Headers({"": "empty name"}),
         Headers({"a\x00b": "nul in name"}),
         Headers({"ok": ["fine", "not\x00fine"]}),
+        Headers({"ok": "lone surrogate \ud800"}),  # not encodable as UTF-8
+        Headers({"bad\udfffname": "x"}),
     ],
 )
 def test_header_block_refuses_nul_in_values_and_bad_names(headers: Headers) -> None:

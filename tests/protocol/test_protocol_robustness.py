@@ -44,6 +44,7 @@ from muxstream.protocol import (
     encode_frame,
     encode_header_block,
 )
+from muxstream.testing import RawPeer
 
 # --- drivers ------------------------------------------------------------------------------
 
@@ -227,11 +228,12 @@ def test_hostile_frame_sequences_only_make_events_or_remote_errors(
 def transcript() -> bytes:
     """What a client writes in a typical session (announcement, streams, data, pings)."""
     client = Connection(Role.CLIENT)
+    server = RawPeer()
     out = [client.data_to_send()]
     for i in range(3):
         sid = client.open_stream({"streamtype": ["stdin", "stdout", "error"][i], "n": str(i)})
         out.append(client.data_to_send())
-        client._streams[sid].replied = True  # pretend the reply came: we only record bytes
+        server.send_to(client, SynReplyFrame(sid, Headers()))  # only the client's bytes count
         client.send_data(sid, bytes(range(200)), end_stream=i == 2)
         client.ping()
         out.append(client.data_to_send())

@@ -247,10 +247,10 @@ class TwoPeers(RuleBasedStateMachine):
             # the flow-control books balance: what a may still send is what b allows
             assert a.conn.their_session_window == b.conn.our_session_window
             for sid in a.sent:
-                st_a = a.conn._streams.get(sid)
-                st_b = b.conn._streams.get(sid)
-                if st_a is not None and st_b is not None and not st_a.we_sent_fin:
-                    assert st_a.their_window == st_b.our_window
+                if a.conn.stream_state(sid) in SENDING and (
+                    b.conn.stream_state(sid) is not StreamState.CLOSED
+                ):
+                    assert a.conn.their_window(sid) == b.conn.our_window(sid)
 
 
 class SpdystreamLikeServer(TwoPeers):

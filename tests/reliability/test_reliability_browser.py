@@ -10,13 +10,13 @@ loopback. Nothing may start for a refused request (a spying backend counts).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 import trio
 
-from muxstream.remote import LocalBackend, RemoteServer, RemoteServerConfig, _auth, bound_port
+from muxstream import _auth
+from muxstream.remote import LocalBackend, RemoteServer, RemoteServerConfig, bound_port
 
 from ._security_helpers import (
     EXEC,
@@ -122,6 +122,7 @@ def test_local_host_headers(host: str, local: bool) -> None:
 async def test_the_cli_mux_path_refuses_a_foreign_origin_without_auth(tmp_path: Path) -> None:
     """`muxstream serve --insecure-no-auth`: /muxstream (sessions) is checked too."""
     from muxstream._cli import _serve
+    from muxstream._cli._common import Address
 
     async with LocalBackend(cwd=str(tmp_path)) as local:
         spy = SpyBackend(local)
@@ -129,7 +130,7 @@ async def test_the_cli_mux_path_refuses_a_foreign_origin_without_auth(tmp_path: 
         server = _serve.Server(None, RemoteServer(config, spy), None, close_timeout=5)
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, server.handle_tcp, 0, host="127.0.0.1")
+                _serve.listen, server.handle_tcp, Address("127.0.0.1", 0), config.limits, nursery
             )
             port = bound_port(listeners)
             for target in ("/muxstream", ATTACK):

@@ -3,7 +3,7 @@
 ``sh -c 'sleep 60 & echo started'`` exits at once while its ``sleep`` holds the
 output pipe: the session must end at once anyway, and the ``sleep`` die. A
 client that leaves kills the whole process group. A SIGKILLed server takes its
-commands with it (PR_SET_PDEATHSIG; see muxstream/remote/_spawn.py).
+commands with it (PR_SET_PDEATHSIG; see muxstream/remote/_server_spawn.py).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ async def test_commands_are_forked_from_the_trio_thread(
     import subprocess
     import threading
 
-    from muxstream.remote import _spawn
+    from muxstream.remote import _server_spawn
 
     forked_in: list[int] = []
     real = subprocess.Popen
@@ -114,7 +114,7 @@ async def test_commands_are_forked_from_the_trio_thread(
         forked_in.append(threading.get_ident())
         return real(*args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(_spawn.subprocess, "Popen", spy)
+    monkeypatch.setattr(_server_spawn.subprocess, "Popen", spy)
     async with exec_service(tmp_path) as (port, _spy):
         for transport in TRANSPORTS:
             result = await run_remote(plain_endpoint(port, transport), "demo", ["true"])

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from muxstream._cli import USAGE_ERROR, _serve, build_parser
-from muxstream.remote import RemoteError, open_port_forward
+from muxstream.remote import PortRanges, RemoteError, open_port_forward
 from muxstream.remote._channels import (
     PORT_HEADER,
     REQUEST_ID_HEADER,
@@ -103,7 +103,7 @@ async def test_a_port_header_in_another_spelling_reaches_nothing(tmp_path: Path)
 
 async def test_allowed_ports_and_disabled_port_forward(tmp_path: Path) -> None:
     async with counting_listener() as (port, accepted):
-        allowed = _serve.PortRanges([(port, port)])
+        allowed = PortRanges([(port, port)])
         async with exec_service(tmp_path, allowed_ports=allowed) as (server, _):
             assert "not allowed" in await forward_with_header(server, str(port + 1))
             assert await forward_with_header(server, str(port)) == ""
@@ -125,7 +125,7 @@ def serve_args(*argv: str) -> argparse.Namespace:
 
 def test_allow_port_takes_ports_and_ranges() -> None:
     args = serve_args("--allow-port", "8000-8002", "--allow-port", "9000")
-    ports = _serve.PortRanges(args.allow_port)
+    ports = PortRanges(args.allow_port)
     assert [p for p in (7999, 8000, 8001, 8002, 8003, 8999, 9000, 9001) if p in ports] == [
         8000, 8001, 8002, 9000]
     assert _serve.port_forward_enabled(args)

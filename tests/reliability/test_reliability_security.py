@@ -30,6 +30,7 @@ import trio
 import trustme
 
 import muxstream
+from muxstream import _auth
 from muxstream._cli import _serve, _service, build_parser
 from muxstream._cli._common import CliError
 from muxstream.protocol import RstStatus
@@ -38,12 +39,11 @@ from muxstream.remote import (
     RemoteEndpoint,
     RemoteServerConfig,
     ServiceLimits,
-    _auth,
     _server,
+    run_remote,
     serve_remote,
 )
-from muxstream.remote._client import run_remote
-from muxstream.remote._kubeapi import SubresourceRequest
+from muxstream.remote._server_kubeapi import SubresourceRequest
 
 from ._security_helpers import (
     ATTACH,

@@ -20,8 +20,13 @@ import trio
 import trio.testing
 
 import muxstream
-from muxstream.remote import RemoteError, ServiceLimits, open_port_forward, open_remote_process
-from muxstream.remote._channels import STREAM_PROTOCOL_V4
+from muxstream.remote import (
+    STREAM_PROTOCOL_V4,
+    RemoteError,
+    ServiceLimits,
+    open_port_forward,
+    open_remote_process,
+)
 
 from ._security_helpers import (
     EXEC,
@@ -79,7 +84,7 @@ async def closed(stream: trio.abc.Stream) -> bool:
 async def accept_loop(
     handler: Callable[[Any], Any], **limits: Any
 ) -> AsyncIterator[FakeListener]:
-    from muxstream.transport._connections import ConnectionLimits, serve_connections
+    from muxstream.transport import ConnectionLimits, serve_connections
 
     listener = FakeListener()
     settings = {"max_connections": 10, "max_unauthenticated": 5, "auth_timeout": 10.0, **limits}
@@ -97,7 +102,7 @@ async def idle(_stream: trio.abc.Stream) -> None:
 
 
 async def authenticates(_stream: trio.abc.Stream) -> None:
-    from muxstream.transport._connections import current_connection
+    from muxstream.transport import current_connection
 
     info = current_connection()
     assert info is not None

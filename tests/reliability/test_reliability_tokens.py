@@ -89,7 +89,7 @@ async def test_a_raw_session_is_closed_after_three_bad_tokens(tmp_path: Path) ->
 
 
 def test_the_throttle_holds_only_an_address_that_keeps_failing() -> None:
-    from muxstream.remote._auth import AuthThrottle
+    from muxstream._auth import AuthThrottle
 
     throttle = AuthThrottle(burst=3, rate=1.0, max_delay=5.0)
     assert [throttle.failed("10.0.0.1", 0.0) for _ in range(3)] == [0, 0, 0]
@@ -103,7 +103,7 @@ def test_the_throttle_holds_only_an_address_that_keeps_failing() -> None:
 
 
 def test_the_throttle_forgets_the_least_recent_address_first() -> None:
-    from muxstream.remote._auth import AuthThrottle
+    from muxstream._auth import AuthThrottle
 
     throttle = AuthThrottle(burst=0, rate=1.0, max_addresses=2)
     throttle.failed("a", 0.0)
@@ -117,7 +117,8 @@ def test_the_throttle_forgets_the_least_recent_address_first() -> None:
 
 async def _answered_after(server: RemoteServer, peer: str, authorization: bytes) -> float:
     """Seconds (trio's clock) until ``server`` answers one GET /version from ``peer``."""
-    from muxstream.transport._connections import ConnectionInfo, set_current_connection
+    from muxstream.transport import ConnectionInfo
+    from muxstream.transport._connections import set_current_connection
 
     client, server_side = trio.testing.memory_stream_pair()
 

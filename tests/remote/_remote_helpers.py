@@ -11,8 +11,7 @@ from typing import Any
 
 import trio
 
-from muxstream.remote import KubeApi, RemoteServerConfig, bound_port, serve_remote
-from muxstream.remote._client import RemoteEndpoint
+from muxstream.remote import KubeApi, RemoteEndpoint, RemoteServerConfig, bound_port, serve_remote
 
 TOKEN = "client-test-token"
 

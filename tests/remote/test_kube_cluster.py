@@ -440,7 +440,7 @@ async def test_server_path_prefix_and_refusals_from_a_gateway(tmp_path: Path) ->
     the same text for kubectl."""
     from muxstream.kube import ContainerNotRunning
     from muxstream.remote import KubeApi
-    from muxstream.remote._kubeapi import status_body
+    from muxstream.remote._server_kubeapi import status_body
     from muxstream.transport import HTTPRequest, serve_http
 
     prefix = "/k8s/clusters/c-42"

@@ -1,16 +1,12 @@
-"""The argument-aware allow rules (``muxstream.remote._allow``), synchronously."""
+"""The argument-aware allow rules (``muxstream.remote._server_allow``), synchronously."""
 
 from __future__ import annotations
 
 import pytest
 
-from muxstream.remote import RemoteServerConfig
-from muxstream.remote._allow import (
-    allow_list_problem,
-    command_refusal,
-    is_copy_command,
-)
-from muxstream.remote._copy_parts import temp_name
+from muxstream.remote import RemoteServerConfig, allow_list_problem
+from muxstream.remote._client_copy_parts import temp_name
+from muxstream.remote._server_allow import command_refusal, is_copy_command
 
 TEMP = "/srv/" + temp_name("data.bin", resume=False)
 RESUME_TEMP = "/srv/" + temp_name("data.bin", resume=True)

@@ -14,8 +14,15 @@ import pytest
 import trio
 import trustme
 
-from muxstream.remote import ExecRequest, FunctionBackend, RemoteServerConfig, serve_remote
-from muxstream.remote._client import RemoteError, open_remote_process, run_remote
+from muxstream.remote import (
+    ExecRequest,
+    FunctionBackend,
+    RemoteError,
+    RemoteServerConfig,
+    open_remote_process,
+    run_remote,
+    serve_remote,
+)
 from muxstream.transport import TransportError
 
 from ._remote_helpers import remote_server

@@ -12,13 +12,16 @@ from muxstream.remote import (
     KubeApi,
     LocalBackend,
     RemoteEndpoint,
+    RemoteError,
     RemoteServer,
     RemoteServerConfig,
     RemoteStatusError,
     bound_port,
+    open_remote_process,
+    run_remote,
 )
-from muxstream.remote import _client as client_module
-from muxstream.remote._client import RemoteError, exec_target, open_remote_process, run_remote
+from muxstream.remote import _client_exec as client_module
+from muxstream.remote._client_exec import exec_target
 from muxstream.transport import (
     HTTPRequest,
     serve_http,

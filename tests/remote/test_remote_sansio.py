@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from muxstream.remote import ExitStatus, KubeApi, RemoteStatusError, TerminalSize
 from muxstream.remote._channels import (
     ChannelClosed,
     ChannelData,
@@ -17,12 +18,9 @@ from muxstream.remote._channels import (
     negotiate,
     split_header_values,
 )
-from muxstream.remote._kubeapi import ApiResponse, KubeApi, SubresourceRequest
+from muxstream.remote._server_kubeapi import ApiResponse, SubresourceRequest
 from muxstream.remote._status import (
-    ExitStatus,
-    RemoteStatusError,
     ResizeDecoder,
-    TerminalSize,
     decode_status,
     encode_error,
     encode_resize,

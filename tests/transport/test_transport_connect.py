@@ -1,4 +1,4 @@
-"""The shared client connect (``transport._tls.connect``): plain TCP without a
+"""The shared client connect (``transport.open_tcp_or_tls_stream``): plain TCP without a
 context, verified TLS with one; and ``open_tcp_session``, which uses it, over TLS."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from muxstream.transport import (
     HandshakeTimeout,
     TLSHandshakeTimeout,
     TLSStream,
+    open_tcp_or_tls_stream,
 )
-from muxstream.transport._tls import connect
 
 
 async def _echo_listener(nursery: trio.Nursery, server_context: ssl.SSLContext | None) -> int:
@@ -57,7 +57,7 @@ async def test_connect_without_a_context_is_plain_half_closeable_tcp(
 ) -> None:
     port = await _echo_listener(nursery, None)
     with trio.fail_after(20):
-        stream = await connect("127.0.0.1", port)
+        stream = await open_tcp_or_tls_stream("127.0.0.1", port)
         assert isinstance(stream, trio.SocketStream)
         await stream.send_all(b"ping")
         assert await stream.receive_some() == b"ping"
@@ -71,7 +71,7 @@ async def test_connect_with_a_context_is_tls_to_the_given_name(
 ) -> None:
     port = await _echo_listener(nursery, server_ssl_context)
     with trio.fail_after(20):
-        stream = await connect("127.0.0.1", port, ssl_context=client_ssl_context,
+        stream = await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
                                server_hostname="localhost")
         assert isinstance(stream, TLSStream)
         assert stream.server_hostname == "localhost"
@@ -87,7 +87,7 @@ async def test_connect_refuses_a_certificate_for_another_name(
 ) -> None:
     port = await _echo_listener(nursery, server_ssl_context)
     with trio.fail_after(20), pytest.raises(trio.BrokenResourceError) as info:
-        await connect("127.0.0.1", port, ssl_context=client_ssl_context,
+        await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
                       server_hostname="evil.example")
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
 
@@ -99,7 +99,8 @@ async def test_connect_bounds_the_tls_handshake(
 ) -> None:
     port = await _silent_listener(nursery)
     with trio.fail_after(60), pytest.raises(TLSHandshakeTimeout) as info:
-        await connect("127.0.0.1", port, ssl_context=client_ssl_context, handshake_timeout=5.0)
+        await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
+                                     handshake_timeout=5.0)
     assert isinstance(info.value, HandshakeTimeout)  # what callers caught before
 
 
@@ -112,7 +113,7 @@ async def test_connect_bounds_the_tcp_connect(autojump_clock: trio.testing.MockC
     trio.open_tcp_stream = never  # type: ignore[assignment]
     try:
         with trio.fail_after(60), pytest.raises(ConnectTimeout) as info:
-            await connect("127.0.0.1", 9, connect_timeout=3.0)
+            await open_tcp_or_tls_stream("127.0.0.1", 9, connect_timeout=3.0)
     finally:
         trio.open_tcp_stream = original
     assert isinstance(info.value, trio.TooSlowError)
@@ -185,7 +186,7 @@ async def test_connect_passes_https_compatible_to_the_tls_stream(
 ) -> None:
     port = await _echo_listener(nursery, server_ssl_context)
     with trio.fail_after(20):
-        stream = await connect("127.0.0.1", port, ssl_context=client_ssl_context,
+        stream = await open_tcp_or_tls_stream("127.0.0.1", port, ssl_context=client_ssl_context,
                                server_hostname="localhost", https_compatible=https_compatible)
         assert isinstance(stream, TLSStream)
         assert stream._https_compatible is https_compatible

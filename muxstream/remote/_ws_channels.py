@@ -1,14 +1,10 @@
-"""exec/attach over WebSocket (``v5.channel.k8s.io``/``v4.channel.k8s.io``), server side.
+"""The Kubernetes channel protocol over a WebSocket, both sides.
 
-Theory of operation: one reader task demultiplexes the client's messages
-(stdin, resize, the v5 close signal) into bounded pipes that
-:func:`pump_process` reads; output goes out as channel messages. When the
-process has exited and its output is flushed, the Status goes out on channel
-3 and we return: the HTTP server then closes the WebSocket with 1000, which
-client-go treats as EOF on every channel (tools/remotecommand/websocket.go
-``readDemuxLoop``) -- that is how it learns stdout, stderr and error are done.
-The server never sends close signals itself: client-go v1.32 does not expect
-them and logs each as an unknown stream.
+``v5.channel.k8s.io``/``v4.channel.k8s.io``: one channel byte per binary
+message (``_channels``). :class:`ChannelSendStream` writes one channel;
+:func:`demux_messages` routes what arrives into one pipe per channel. The exec
+server (``_server_exec_ws``) and the exec client (``_client_exec``) both use
+them, with the same keepalive numbers.
 """
 
 from __future__ import annotations
@@ -18,11 +14,10 @@ import logging
 
 import trio
 
+from .._failures import GONE
 from ..transport import WebSocketStream
-from ._backend import ExecBackend, ExecRequest
-from ._channels import Channel, ChannelClosed, ChannelData, decode_message, encode_data
-from ._pipe import PipeSendStream, open_pipe
-from ._pump import run_request
+from ._channels import ChannelClosed, ChannelData, decode_message, encode_data
+from ._pipe import PipeSendStream
 
 logger = logging.getLogger("muxstream.remote")
 
@@ -31,7 +26,6 @@ logger = logging.getLogger("muxstream.remote")
 #: of the speed); peers accept far more (gorilla: no limit by default, x/net
 #: websocket: 32 MiB, muxstream.transport: 4 MiB).
 MAX_CHANNEL_MESSAGE = 256 * 1024
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 #: WebSocket keepalive: client-go pings every 5 s and gives up after 61 s without
 #: a pong (tools/remotecommand/websocket.go). We use the same numbers on both
 #: ends; a ping is also what makes a silently vanished peer show up as an error
@@ -86,7 +80,7 @@ async def demux_messages(
                 message = await websocket.receive_message()
             except trio.EndOfChannel:
                 return None
-            except _GONE as exc:
+            except GONE as exc:
                 return exc
             try:
                 decoded = decode_message(message, version=version)
@@ -96,7 +90,7 @@ async def demux_messages(
             if isinstance(decoded, ChannelData):
                 pipe = sinks.get(decoded.channel)
                 if pipe is not None and decoded.data:
-                    with contextlib.suppress(*_GONE):
+                    with contextlib.suppress(*GONE):
                         await pipe.send_all(decoded.data)
             elif isinstance(decoded, ChannelClosed):
                 pipe = sinks.pop(decoded.channel, None)
@@ -105,51 +99,3 @@ async def demux_messages(
     finally:
         for pipe in sinks.values():
             pipe.close_sync()
-
-
-async def serve_exec_websocket(
-    websocket: WebSocketStream,
-    protocol: str,
-    request: ExecRequest,
-    backend: ExecBackend,
-) -> None:
-    """Run one exec/attach over an accepted WebSocket. Returns once the Status
-    is sent; the caller closes the WebSocket."""
-    version = 5 if protocol.startswith("v5.") else 4
-    sinks: dict[int, PipeSendStream] = {}
-    stdin_source = resize_source = None
-    if request.stdin:
-        sinks[Channel.STDIN], stdin_source = open_pipe()
-    if request.tty:
-        sinks[Channel.RESIZE], resize_source = open_pipe()
-    lock = trio.Lock()
-    client_gone = trio.Event()
-    process_done = trio.Event()
-
-    async def read_client() -> None:
-        await demux_messages(websocket, version, sinks)
-        if not process_done.is_set():
-            client_gone.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_client)
-        nursery.start_soon(websocket.run_keepalive, PING_INTERVAL, PING_TIMEOUT)
-        try:
-            status = await run_request(
-                backend,
-                request,
-                stdin=stdin_source,
-                stdout=ChannelSendStream(websocket, Channel.STDOUT, lock)
-                if request.stdout
-                else None,
-                stderr=ChannelSendStream(websocket, Channel.STDERR, lock)
-                if request.stderr
-                else None,
-                resize=resize_source,
-                client_gone=client_gone,
-            )
-        finally:
-            process_done.set()
-        with contextlib.suppress(*_GONE):
-            await ChannelSendStream(websocket, Channel.ERROR, lock).send_all(status)
-        nursery.cancel_scope.cancel()  # the reader; the close handshake reads from here on

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import trio
 
-from ..transport._connections import current_peer
-from ._backend import ExecBackend, ExecRequest, ProcessHandle
+from .._failures import GONE
+from ..transport import current_peer
+from ._server_backend import ExecBackend, ExecRequest, ProcessHandle
 from ._status import ResizeDecoder, encode_error, encode_status
 
 logger = logging.getLogger("muxstream.remote")
@@ -22,7 +23,6 @@ logger = logging.getLogger("muxstream.remote")
 audit = logging.getLogger("muxstream.audit")
 
 COPY_SIZE = 256 * 1024
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass
@@ -43,16 +43,16 @@ async def _copy_stdin(
         while True:
             try:
                 data = await source.receive_some(COPY_SIZE)
-            except _GONE:
+            except GONE:
                 break
             if not data:
                 break
             await stdin.send_all(data)
             transfer.stdin += len(data)
-    except (*_GONE, OSError):
+    except (*GONE, OSError):
         pass  # the process stopped reading (exited or closed stdin)
     finally:
-        with contextlib.suppress(*_GONE, OSError):
+        with contextlib.suppress(*GONE, OSError):
             await stdin.aclose()
 
 
@@ -61,7 +61,7 @@ async def _apply_resizes(source: trio.abc.ReceiveStream, handle: ProcessHandle) 
     rest is read and discarded: an unread resize channel would stall a
     WebSocket's reader (and with it stdin) once its pipe filled up."""
     decoder: ResizeDecoder | None = ResizeDecoder()
-    with contextlib.suppress(*_GONE):
+    with contextlib.suppress(*GONE):
         while data := await source.receive_some(COPY_SIZE):
             if decoder is None:
                 continue
@@ -129,7 +129,7 @@ class _OutputCopy:
             try:
                 await self._sink.send_all(chunk)
                 self.bytes += len(chunk)
-            except _GONE:
+            except GONE:
                 self._sink = None
                 self._on_sink_broken.set()
 

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import trio
 
-from ._client import RemoteEndpoint
-from ._copy_parts import (
+from .._failures import GONE
+from ._client_copy_parts import (
     RESUME_HINT,
     Pod,
     Stat,
@@ -58,13 +58,11 @@ from ._copy_parts import (
     temp_name,
     write_hashed,
 )
-from ._copy_parts import CopyError as CopyError
-from ._copy_parts import CopyResult as CopyResult
-from ._copy_tar import CHUNK, keep_stderr, receive_tree, send_tree, tree_files
-from ._copy_tar import ProgressCallback as ProgressCallback
-
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-
+from ._client_copy_parts import CopyError as CopyError
+from ._client_copy_parts import CopyResult as CopyResult
+from ._client_copy_tar import CHUNK, keep_stderr, receive_tree, send_tree, tree_files
+from ._client_copy_tar import ProgressCallback as ProgressCallback
+from ._client_endpoint import RemoteEndpoint
 
 # --- upload -----------------------------------------------------------------------
 
@@ -213,7 +211,7 @@ async def _send_file(
                         if progress is not None:
                             progress(done, size)
                     await process.stdin.aclose()
-                except _GONE as exc:
+                except GONE as exc:
                     failure = exc  # tee may have failed: its status tells
             returncode = await process.wait()
     if returncode != 0:

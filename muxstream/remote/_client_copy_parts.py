@@ -18,8 +18,9 @@ from typing import IO, Literal
 
 import trio
 
-from ._client import RemoteEndpoint, RemoteProcess, open_remote_process, run_remote
-from ._copy_tar import CHUNK, keep_stderr, parse_digests, tree_files
+from ._client_copy_tar import CHUNK, keep_stderr, parse_digests, tree_files
+from ._client_endpoint import RemoteEndpoint
+from ._client_exec import RemoteProcess, open_remote_process, run_remote
 
 #: Seconds to spend removing a failed upload's temporary file on the server
 #: (a new connection): long enough for a slow link, short enough for Ctrl-C.

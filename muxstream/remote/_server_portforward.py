@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 import trio
 
-import muxstream
-
-from ..transport._connections import current_peer
+from .. import SERVER, Stream, open_session
+from .._failures import GONE
+from ..transport import current_peer
 from ._channels import PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, StreamType
-from ._kubeapi import parse_port
-from ._limits import Slots
-
-if TYPE_CHECKING:
-    from ._server import RemoteServerConfig
+from ._server_config import RemoteServerConfig
+from ._server_kubeapi import parse_port
+from ._server_limits import Slots
 
 logger = logging.getLogger("muxstream.remote")
 audit = logging.getLogger("muxstream.audit")
 
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 COPY_SIZE = 256 * 1024
 
 
@@ -39,7 +35,7 @@ async def _copy(
 ) -> None:
     """Copy to EOF, then half-close ``sink``; adds what it copied to
     ``counted[0]``. Errors end the copy quietly."""
-    with contextlib.suppress(*_GONE, OSError):
+    with contextlib.suppress(*GONE, OSError):
         while data := await source.receive_some(COPY_SIZE):
             await sink.send_all(data)
             counted[0] += len(data)
@@ -47,8 +43,8 @@ async def _copy(
 
 
 async def _forward(
-    error: muxstream.Stream,
-    data: muxstream.Stream,
+    error: Stream,
+    data: Stream,
     config: RemoteServerConfig,
     pod: str,
 ) -> None:
@@ -77,9 +73,9 @@ async def _forward(
         if reason is not None:
             message = f"error forwarding port {port} to pod {pod}, uid : {reason}"
             logger.info("%s", message)
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 await error.send_all(message.encode())
-        with contextlib.suppress(*_GONE):
+        with contextlib.suppress(*GONE):
             await error.send_eof()
     finally:
         await data.aclose()
@@ -94,9 +90,9 @@ async def _forward(
         )
 
 
-async def _refuse(error: muxstream.Stream, data: muxstream.Stream, message: str) -> None:
+async def _refuse(error: Stream, data: Stream, message: str) -> None:
     logger.warning("%s", message)
-    with contextlib.suppress(*_GONE):
+    with contextlib.suppress(*GONE):
         await error.send_all(message.encode())
         await error.send_eof()
     await data.aclose()
@@ -119,7 +115,7 @@ async def serve_port_forward_session(
         forwards = Slots(config.limits.max_forwards)
     here = Slots(config.limits.max_forwards_per_session)
 
-    async def forward(error: muxstream.Stream, data: muxstream.Stream) -> None:
+    async def forward(error: Stream, data: Stream) -> None:
         full: Slots | None = None
         if not here.acquire():
             full = here
@@ -140,18 +136,18 @@ async def serve_port_forward_session(
             here.release()
             forwards.release()
 
-    async with muxstream.open_session(
+    async with open_session(
         transport,
-        role=muxstream.SERVER,
+        role=SERVER,
         close_timeout=config.close_timeout,
         **config.session_kwargs(),
     ) as session:
         # request id -> (the streams so far, the scope of its expiry timer)
-        pending: dict[str, tuple[dict[str, muxstream.Stream], trio.CancelScope]] = {}
+        pending: dict[str, tuple[dict[str, Stream], trio.CancelScope]] = {}
         async with trio.open_nursery() as nursery:
 
             async def expire(
-                request_id: str, streams: dict[str, muxstream.Stream], scope: trio.CancelScope
+                request_id: str, streams: dict[str, Stream], scope: trio.CancelScope
             ) -> None:
                 with scope:
                     await trio.sleep(config.stream_creation_timeout)
@@ -160,7 +156,7 @@ async def serve_port_forward_session(
                     for stream in streams.values():
                         stream.reset()
 
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 async for stream in session:
                     kind = stream.headers.get(STREAM_TYPE_HEADER, "")
                     request_id = stream.headers.get(REQUEST_ID_HEADER)

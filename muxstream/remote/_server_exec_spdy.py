@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 import trio
 
-import muxstream
-
-from ._backend import ExecBackend, ExecRequest
+from .. import SERVER, Session, Stream, open_session
+from .._failures import GONE
 from ._channels import PROTOCOL_VERSIONS, STREAM_TYPE_HEADER, StreamType
-from ._pump import run_request
+from ._server_backend import ExecBackend, ExecRequest
+from ._server_config import RemoteServerConfig
+from ._server_pump import run_request
 from ._status import RemoteStatusError, decode_status
-
-if TYPE_CHECKING:
-    from ._server import RemoteServerConfig
 
 logger = logging.getLogger("muxstream.remote")
 
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def expected_stream_types(request: ExecRequest, version: int) -> set[StreamType]:
@@ -57,9 +53,9 @@ def _legacy_error_text(status: bytes) -> bytes:
 
 
 async def _collect_streams(
-    session: muxstream.Session, expected: set[StreamType], timeout: float
-) -> dict[StreamType, muxstream.Stream]:
-    streams: dict[StreamType, muxstream.Stream] = {}
+    session: Session, expected: set[StreamType], timeout: float
+) -> dict[StreamType, Stream]:
+    streams: dict[StreamType, Stream] = {}
     with trio.move_on_after(timeout):
         while set(streams) != expected:
             stream = await session.accept()
@@ -82,22 +78,22 @@ async def serve_exec_spdy(
     """Serve one exec/attach over an upgraded connection; returns when it is closed."""
     version = PROTOCOL_VERSIONS[protocol]
     expected = expected_stream_types(request, version)
-    async with muxstream.open_session(
+    async with open_session(
         transport,
-        role=muxstream.SERVER,
+        role=SERVER,
         close_timeout=config.close_timeout,
         **config.session_kwargs(),
     ) as session:
         try:
             streams = await _collect_streams(session, expected, config.stream_creation_timeout)
-        except _GONE:
+        except GONE:
             return
         if set(streams) != expected:
             missing = sorted(str(t) for t in expected - set(streams))
             logger.warning("timed out waiting for streams %s", missing)
             error = streams.get(StreamType.ERROR)
             if error is not None:
-                with contextlib.suppress(*_GONE):
+                with contextlib.suppress(*GONE):
                     await error.send_all(f"timed out waiting for streams {missing}".encode())
             for stream in streams.values():
                 await stream.aclose()
@@ -108,7 +104,7 @@ async def serve_exec_spdy(
         async def watch_session() -> None:
             # The peer opening more streams is a protocol misuse; the peer
             # closing the connection before the end means the client is gone.
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 async for extra in session:
                     extra.reset()
             if not done.is_set():
@@ -128,7 +124,7 @@ async def serve_exec_spdy(
                 )
             finally:
                 done.set()
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 for kind in (StreamType.STDOUT, StreamType.STDERR):
                     if kind in streams:
                         await streams[kind].send_eof()

@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-import muxstream
-
+from .. import CLIENT, Session, Stream, open_session
+from .._failures import GONE, collapsing_groups
+from ..transport import wrap_close_as_eof
 from ._channels import (
     PORT_FORWARD_PROTOCOL,
     PORT_FORWARD_TUNNEL_PROTOCOL,
@@ -27,12 +28,10 @@ from ._channels import (
     STREAM_TYPE_HEADER,
     StreamType,
 )
-from ._client import RemoteEndpoint, RemoteError, close_as_eof, upgrade
-from ._collapse import collapse_groups
+from ._client_endpoint import RemoteEndpoint, RemoteError, upgrade
 
 logger = logging.getLogger("muxstream.remote")
 
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 COPY_SIZE = 256 * 1024
 #: Seconds to wait for the error stream's verdict after the data stream ended.
 ERROR_WAIT = 10.0
@@ -46,7 +45,7 @@ class ForwardedStream(trio.abc.HalfCloseableStream):
     chained to :class:`RemoteError` carrying the server's reason.
     """
 
-    def __init__(self, data: muxstream.Stream, error: muxstream.Stream, port: int) -> None:
+    def __init__(self, data: Stream, error: Stream, port: int) -> None:
         self.port = port
         self._data = data
         self._error = error
@@ -55,7 +54,7 @@ class ForwardedStream(trio.abc.HalfCloseableStream):
     async def _check_error(self) -> None:
         if self._verdict is None:
             chunks = []
-            with trio.move_on_after(ERROR_WAIT), contextlib.suppress(*_GONE):
+            with trio.move_on_after(ERROR_WAIT), contextlib.suppress(*GONE):
                 async for chunk in self._error:
                     chunks.append(bytes(chunk))
             self._verdict = b"".join(chunks)
@@ -90,7 +89,7 @@ class ForwardedStream(trio.abc.HalfCloseableStream):
 class PortForwarder:
     """An open port-forward connection to one pod (from :func:`open_port_forward`)."""
 
-    def __init__(self, session: muxstream.Session, pod: str, transport: str) -> None:
+    def __init__(self, session: Session, pod: str, transport: str) -> None:
         self.session = session
         self.pod = pod
         self.transport = transport
@@ -113,13 +112,13 @@ class PortForwarder:
         async with local:
             try:
                 remote = await self.connect(remote_port)
-            except _GONE as exc:
+            except GONE as exc:
                 logger.warning("port-forward to %s: %s", remote_port, exc)
                 return
             async with remote:
 
                 async def upstream() -> None:
-                    with contextlib.suppress(*_GONE, OSError):
+                    with contextlib.suppress(*GONE, OSError):
                         while chunk := await local.receive_some(COPY_SIZE):
                             await remote.send_all(chunk)
                         await remote.send_eof()
@@ -129,7 +128,7 @@ class PortForwarder:
                     try:
                         while chunk := await remote.receive_some(COPY_SIZE):
                             await local.send_all(chunk)
-                    except _GONE as exc:
+                    except GONE as exc:
                         logger.warning("port-forward to %s: %s", remote_port, exc)
                         nursery.cancel_scope.cancel()
                     except OSError:
@@ -137,7 +136,7 @@ class PortForwarder:
                     # the remote side finished: half-close the local socket and
                     # let the upstream copy finish on its own.
                     if isinstance(local, trio.abc.HalfCloseableStream):
-                        with contextlib.suppress(*_GONE, OSError):
+                        with contextlib.suppress(*GONE, OSError):
                             await local.send_eof()
 
     async def serve(
@@ -160,18 +159,12 @@ class PortForwarder:
         )
 
 
+@collapsing_groups
 @asynccontextmanager
 async def open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterator[PortForwarder]:
     """Connect to ``pod``'s port-forward endpoint (WebSocket tunnel first, then SPDY).
 
     Exceptions come out as themselves, not wrapped in an ExceptionGroup."""
-    with collapse_groups():
-        async with _open_port_forward(endpoint, pod) as forwarder:
-            yield forwarder
-
-
-@asynccontextmanager
-async def _open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterator[PortForwarder]:
     kind, _protocol, stream = await upgrade(
         endpoint,
         endpoint.path(pod, "portforward"),
@@ -179,7 +172,7 @@ async def _open_port_forward(endpoint: RemoteEndpoint, pod: str) -> AsyncIterato
         spdy_protocols=[PORT_FORWARD_PROTOCOL],
     )
     # Over WebSocket the binary messages are the SPDY byte stream itself.
-    async with muxstream.open_session(close_as_eof(stream), role=muxstream.CLIENT) as session:
+    async with open_session(wrap_close_as_eof(stream), role=CLIENT) as session:
         yield PortForwarder(session, pod, kind)
 
 

@@ -21,14 +21,14 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from ..transport._connections import ConnectionLimits
-from ._auth import (
+from .._auth import (
     DEFAULT_THROTTLE_BURST,
     DEFAULT_THROTTLE_MAX_DELAY,
     DEFAULT_THROTTLE_RATE,
     AuthThrottle,
 )
-from ._spawn import set_children_nofile
+from ..transport import ConnectionLimits
+from ._server_spawn import set_children_nofile
 
 #: Connections served at once (any state); beyond it new ones are closed at once.
 DEFAULT_MAX_CONNECTIONS = 256
@@ -63,7 +63,7 @@ class ServiceLimits:
         port-forward session and in all (the error stream says why beyond).
       auth_failure_burst, auth_failure_rate, auth_failure_max_delay: the
         per-address throttle of failed authentications (see
-        :class:`_auth.AuthThrottle`).
+        :class:`muxstream._auth.AuthThrottle`).
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -22,6 +22,8 @@ service"):
   always refused; serving beyond loopback without TLS is refused unless the
   caller opts out explicitly (``insecure_no_tls``), because a bearer token sent
   in clear text is as good as no token for anyone on the path.
+* :func:`no_auth_warning`: the one line both say at start-up when they serve
+  without authentication.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 from collections.abc import Collection, Sequence
 from typing import Literal
 
-from .._redact import register_secret
+from ._redact import register_secret
 
 #: Characters a token may contain: visible ASCII, as RFC 6750's b64token and
 #: every kubeconfig token are. A space could never survive ``Bearer <token>``
@@ -228,3 +231,17 @@ def browser_refusal(
 
 def _normal_origin(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
+
+
+def no_auth_warning(where: str) -> str:
+    """The one line said at start-up when a server runs without authentication."""
+    try:
+        import pwd
+
+        user = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    except (ImportError, KeyError):
+        user = "this user"
+    return (
+        f"no authentication on {where}: every local user (and every program on this "
+        f"machine) can run commands as {user} through it"
+    )

@@ -22,12 +22,12 @@ import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 import trio
 
 from ._pipe import open_pipe
-from ._spawn import kill_group, spawn, wait_for_exit
+from ._server_spawn import kill_group, spawn, wait_for_exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +357,38 @@ async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
+class _NurseryOwner:
+    """An ``async with`` object that runs background tasks in a nursery of its own.
+
+    ``__aenter__`` opens the nursery; ``__aexit__`` calls :meth:`_stopping`
+    (end what runs there, or make it end) and then waits for the nursery.
+    """
+
+    _nursery: trio.Nursery | None = None
+    _exit_stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        stack = contextlib.AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._exit_stack = stack
+        return self
+
+    def _stopping(self) -> None:
+        """Called as the ``async with`` ends, before waiting for the nursery."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._exit_stack is not None and self._nursery is not None
+        self._stopping()
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+
 @dataclass
-class LocalBackend:
+class LocalBackend(_NurseryOwner):
     """Runs exec commands as local subprocesses; attach connects to long-running
     processes started from ``attach_commands`` (container name -> argv).
 
@@ -377,28 +407,15 @@ class LocalBackend:
     attach_commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
     attach_tty: bool = False
     attach_stdin_once: bool = False
-    _nursery: trio.Nursery | None = field(default=None, init=False, repr=False)
-    _exit_stack: contextlib.AsyncExitStack | None = field(default=None, init=False, repr=False)
     _targets: dict[str, _AttachTarget] = field(default_factory=dict, init=False, repr=False)
     _lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
 
-    async def __aenter__(self) -> LocalBackend:
-        stack = contextlib.AsyncExitStack()
-        self._nursery = await stack.enter_async_context(trio.open_nursery())
-        self._exit_stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._exit_stack is not None
+    def _stopping(self) -> None:
+        # The shared attach processes end with the backend; the nursery then
+        # waits for their tasks. No new attach target from here on.
         for target in self._targets.values():
             target.process.kill()
         self._nursery = None
-        return await self._exit_stack.__aexit__(exc_type, exc, tb)
 
     async def start(self, request: ExecRequest) -> ProcessHandle:
         return await start_local_process(request, cwd=self.cwd, env=self.env)
@@ -465,7 +482,7 @@ class _FunctionProcess:
         self.cancel_scope.cancel()
 
 
-class FunctionBackend:
+class FunctionBackend(_NurseryOwner):
     """Runs exec requests as an async Python function, in-process.
 
     ``function(request, stdin, stdout, stderr)`` returns the exit code; an
@@ -476,24 +493,10 @@ class FunctionBackend:
 
     def __init__(self, function: ExecFunction) -> None:
         self._function = function
-        self._nursery: trio.Nursery | None = None
-        self._exit_stack: contextlib.AsyncExitStack | None = None
 
-    async def __aenter__(self) -> FunctionBackend:
-        stack = contextlib.AsyncExitStack()
-        self._nursery = await stack.enter_async_context(trio.open_nursery())
-        self._exit_stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._exit_stack is not None and self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+    def _stopping(self) -> None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()  # the functions still running
 
     async def start(self, request: ExecRequest) -> ProcessHandle:
         if self._nursery is None:

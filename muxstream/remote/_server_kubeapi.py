@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._backend import ExecRequest
+from ._server_backend import ExecRequest
 
 KUBERNETES_VERSION = {
     "major": "1",
@@ -189,21 +189,21 @@ def parse_port(text: str) -> int | None:
     return port if 0 < port < 65536 else None
 
 
-def parse_port_range(text: str) -> tuple[int, int]:
-    """``PORT`` or ``LOW-HIGH`` as an inclusive (low, high); ValueError otherwise."""
-    low_text, dash, high_text = text.partition("-")
-    low, high = parse_port(low_text), parse_port(high_text if dash else low_text)
-    if low is None or high is None or low > high:
-        raise ValueError(f"{text!r} is not a port (1-65535) or a range LOW-HIGH")
-    return low, high
-
-
 class PortRanges(Collection[int]):
-    """The ports of some inclusive ranges (``allowed_ports`` for ``--allow-port``),
-    without listing each port."""
+    """The ports of some inclusive ``(low, high)`` ranges, without listing each
+    port: for ``RemoteServerConfig.allowed_ports`` (``--allow-port``)."""
 
     def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
         self.ranges = tuple(sorted(ranges))
+
+    @staticmethod
+    def parse_range(text: str) -> tuple[int, int]:
+        """``PORT`` or ``LOW-HIGH`` as an inclusive (low, high); ValueError otherwise."""
+        low_text, dash, high_text = text.partition("-")
+        low, high = parse_port(low_text), parse_port(high_text if dash else low_text)
+        if low is None or high is None or low > high:
+            raise ValueError(f"{text!r} is not a port (1-65535) or a range LOW-HIGH")
+        return low, high
 
     def __contains__(self, port: object) -> bool:
         return isinstance(port, int) and any(low <= port <= high for low, high in self.ranges)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import trio
 
-from ._client import RemoteProcess
+from .._failures import GONE
+from ._client_exec import RemoteProcess
 
 #: ``progress(done_bytes, total_bytes_or_None)``, called as data moves.
 ProgressCallback = Callable[[int, int | None], None]
@@ -29,7 +30,6 @@ ProcessOpener = Callable[..., AbstractAsyncContextManager[RemoteProcess]]
 CHUNK = 1024 * 1024
 #: Bytes of a remote command's stderr kept for an error message.
 STDERR_LIMIT = 64 * 1024
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class _ChannelWriter:
@@ -116,7 +116,7 @@ async def send_tree(
             async def run_producer() -> None:
                 # If the sender below stopped (the connection broke), the
                 # producer's next write fails instead of blocking forever.
-                with contextlib.suppress(*_GONE):
+                with contextlib.suppress(*GONE):
                     await trio.to_thread.run_sync(produce)
 
             nursery.start_soon(run_producer)
@@ -128,7 +128,7 @@ async def send_tree(
                         sent += len(chunk)
                         if progress is not None:
                             progress(min(sent, total), total)
-                except _GONE as exc:
+                except GONE as exc:
                     failure = exc
             if failure is None:
                 await process.stdin.aclose()
@@ -190,7 +190,7 @@ async def receive_tree(
                 async for chunk in process.stdout:
                     try:
                         await send_channel.send(bytes(chunk))
-                    except _GONE:
+                    except GONE:
                         break  # the extractor stopped (and recorded why)
                     received += len(chunk)
                     if progress is not None:
