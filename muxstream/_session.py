@@ -52,6 +52,7 @@ import trio
 from trio.lowlevel import checkpoint
 
 from . import _reader
+from ._accel import ACCELERATOR
 from ._core import CLOSED, DRAINING, OPEN, SessionCore, Trigger
 from ._errors import (
     ConnectionLost,
@@ -406,6 +407,8 @@ class Session(trio.abc.Listener[Stream]):
             streams_waiting=len(core.accept),
             waiting_header_bytes=core.accept.header_bytes,
             queued_answers=conn.queued_answers,
+            accelerated=conn.accelerated,
+            accelerator=ACCELERATOR,
         )
 
 

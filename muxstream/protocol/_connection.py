@@ -38,6 +38,7 @@ from ._frames import (
     FrameDecoder,
     GoAwayFrame,
     HeadersFrame,
+    PyFrameDecoder,
     RstStreamFrame,
     SynReplyFrame,
     SynStreamFrame,
@@ -174,6 +175,12 @@ class Connection(PeerFrames):
         """The state of ``stream_id``; CLOSED for streams no longer tracked."""
         st = self._streams.get(stream_id)
         return st.state if st else StreamState.CLOSED
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether this connection decodes with the compiled accelerator's
+        decoder (``muxstream.protocol.ACCELERATED`` when it was made)."""
+        return not isinstance(self._decoder, PyFrameDecoder)
 
     @property
     def open_streams(self) -> int:
