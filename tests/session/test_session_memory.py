@@ -124,7 +124,7 @@ async def test_a_session_runs_one_timer_task_for_pings_keepalive_and_idle_timeou
     # the writer, and the task that holds their nursery).
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b = trio.testing.memory_stream_pair()
+            a, _b = trio.testing.memory_stream_pair()
             start_session(nursery, a, role=CLIENT, keepalive_interval=5, idle_timeout=60)
             await trio.testing.wait_all_tasks_blocked()
             names = sorted(t.name.rsplit(".", 1)[-1] for t in _tasks_under(
