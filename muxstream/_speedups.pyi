@@ -3,7 +3,7 @@
 from typing import Any
 
 from .protocol._frames import Frame
-from .protocol._headers import HeaderDecompressor
+from .protocol._header_block import HeaderDecompressor
 
 def mask(data: bytes | bytearray | memoryview, key: bytes, phase: int = 0) -> bytes: ...
 def ws_frame(

@@ -66,16 +66,15 @@ from ._frames import (
     encode_data_header,
     encode_frame,
 )
-from ._headers import (
+from ._header_block import (
     DEFAULT_MAX_HEADER_BLOCK,
     DEFAULT_MAX_HEADER_COUNT,
     HeaderCompressor,
     HeaderDecompressor,
-    Headers,
-    HeadersLike,
     decode_header_block,
     encode_header_block,
 )
+from ._headers import Headers, HeadersLike
 from ._state import Role, StreamState
 from ._windows import DEFAULT_INITIAL_WINDOW, DEFAULT_SESSION_WINDOW
 

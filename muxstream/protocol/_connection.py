@@ -45,14 +45,13 @@ from ._frames import (
     encode_data_header,
     encode_ping,
 )
-from ._headers import (
+from ._header_block import (
     DEFAULT_MAX_HEADER_BLOCK,
     DEFAULT_MAX_HEADER_COUNT,
     HeaderDecompressor,
-    Headers,
-    HeadersLike,
     encode_header_block,
 )
+from ._headers import Headers, HeadersLike
 from ._outbound import OutboundQueues
 from ._receiving import PeerFrames
 from ._state import OPENING, Fin, Role, StreamRecord, StreamState, StreamTable

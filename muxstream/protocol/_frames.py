@@ -36,7 +36,8 @@ from ._constants import (
     SettingsId,
 )
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._headers import HeaderCompressor, HeaderDecompressor, Headers
+from ._header_block import HeaderCompressor, HeaderDecompressor
+from ._headers import Headers
 
 _HEADER = struct.Struct(">II")
 _U32 = struct.Struct(">I")

@@ -15,7 +15,7 @@ from collections import deque
 
 from ._constants import Flag
 from ._frames import Frame, encode_data_header, encode_frame
-from ._headers import HeaderCompressor
+from ._header_block import HeaderCompressor
 from ._state import StreamRecord
 
 Outbound = bytes | memoryview | Frame

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 from .._auth import validate_token
-from .._options import DEFAULT_CLOSE_TIMEOUT
+from .._options import DEFAULT_CLOSE_TIMEOUT, SessionKeywords, SessionOptions
 from ._server_allow import allow_list_problem
 from ._server_backend import ExecBackend
 from ._server_kubeapi import KubeApi
@@ -57,8 +56,17 @@ class RemoteServerConfig:
       backend: runs the commands; a :class:`LocalBackend` by default.
       api: the fake Kubernetes API (pods and containers kubectl may address).
       forward_host: where port-forward connects (the "pod" network).
+      close_timeout: seconds each session's close (and a WebSocket's close
+        handshake) may take.
+      session_options: options of each exec/port-forward session (as
+        :class:`~muxstream.SessionOptions`' fields), replacing the service's
+        (``session_window`` of 8 MiB) and, for sessions, ``close_timeout``.
       limits: connections, processes, forwarded sockets, the auth deadline and
         throttle (:class:`ServiceLimits`; defaults fit a 1024-descriptor process).
+
+    Raises:
+      ValueError: no authentication, or an allow-list that cannot be honoured.
+      TypeError: ``session_options`` names an option that does not exist.
     """
 
     token: str | None = None
@@ -76,13 +84,15 @@ class RemoteServerConfig:
     handshake_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
     stream_creation_timeout: float = DEFAULT_STREAM_CREATION_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
-    session_options: dict[str, Any] = field(default_factory=dict)
+    session_options: SessionKeywords = field(default_factory=SessionKeywords)
     limits: ServiceLimits = field(default_factory=ServiceLimits)
 
-    def session_kwargs(self) -> dict[str, Any]:
-        """Options of each exec/port-forward session: the service's memory budget
-        (``SERVICE_SESSION_OPTIONS``) overridden by ``session_options``."""
-        return {**SERVICE_SESSION_OPTIONS, **self.session_options}
+    def session_kwargs(self) -> SessionKeywords:
+        """Options of each exec/port-forward session: ``close_timeout`` and the
+        service's memory budget (``SERVICE_SESSION_OPTIONS``), each overridden
+        by ``session_options``."""
+        return {"close_timeout": self.close_timeout, **SERVICE_SESSION_OPTIONS,
+                **self.session_options}
 
     def __post_init__(self) -> None:
         if not (self.token or self.client_certs or self.insecure_no_auth):
@@ -92,6 +102,7 @@ class RemoteServerConfig:
             )
         if self.token is not None:
             validate_token(self.token)
+        SessionOptions.resolve(None, self.session_kwargs())  # a misspelt one: now, not per session
         problem = allow_list_problem(self.allowed_commands)
         if problem is not None:
             raise ValueError(f"{problem}; for cp under an allow-list, set allow_copy=True")

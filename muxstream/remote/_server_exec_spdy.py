@@ -81,7 +81,6 @@ async def serve_exec_spdy(
     async with open_session(
         transport,
         role=SERVER,
-        close_timeout=config.close_timeout,
         **config.session_kwargs(),
     ) as session:
         try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass
-from typing import Any
 
 from .._auth import (
     DEFAULT_THROTTLE_BURST,
@@ -27,6 +26,7 @@ from .._auth import (
     DEFAULT_THROTTLE_RATE,
     AuthThrottle,
 )
+from .._options import SessionKeywords
 from ..transport import ConnectionLimits
 from ._server_spawn import set_children_nofile
 
@@ -45,7 +45,7 @@ DEFAULT_MAX_FORWARDS = 128
 #: Session options of the exec service: a smaller receive window than the
 #: library's 64 MiB bounds what one session can pin (throughput on loopback
 #: stays within a few percent: commands and tar are slower than 8 MiB windows).
-SERVICE_SESSION_OPTIONS: dict[str, Any] = {"session_window": 8 << 20}
+SERVICE_SESSION_OPTIONS: SessionKeywords = {"session_window": 8 << 20}
 
 
 @dataclass(frozen=True, slots=True)

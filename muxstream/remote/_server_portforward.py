@@ -139,7 +139,6 @@ async def serve_port_forward_session(
     async with open_session(
         transport,
         role=SERVER,
-        close_timeout=config.close_timeout,
         **config.session_kwargs(),
     ) as session:
         # request id -> (the streams so far, the scope of its expiry timer)

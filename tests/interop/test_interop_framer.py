@@ -38,7 +38,8 @@ from muxstream.protocol._frames import (
     WindowUpdateFrame,
     encode_frame,
 )
-from muxstream.protocol._headers import HeaderCompressor, HeaderDecompressor, Headers
+from muxstream.protocol._header_block import HeaderCompressor, HeaderDecompressor
+from muxstream.protocol._headers import Headers
 
 # --- muxstream frames in framer-read's JSON shape -----------------------------
 
@@ -366,7 +367,7 @@ def test_spdystream_rejects_hop_by_hop_headers(
 ) -> None:
     """spdystream fails a frame carrying an HTTP/1 hop-by-hop header (and with it the
     session), so such names must never reach the wire towards it."""
-    import muxstream.protocol._headers as headers_module
+    import muxstream.protocol._header_block as headers_module
 
     if name != "host":
         # muxstream's encoder refuses them; lift that to show what spdystream does.
