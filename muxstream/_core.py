@@ -271,18 +271,24 @@ class SessionCore:
 
     # --- pings ----------------------------------------------------------------------
 
-    async def ping(self, timeout: float | None = None) -> float:
-        """Send a PING and return the round-trip time (see ``Session.ping``)."""
+    def start_ping(self, timeout: float) -> tuple[int, trio.Event]:
+        """Queue a PING with a deadline ``timeout`` s away; its id, and the event
+        set when it is answered, timed out or the session ended."""
         self.check_usable()
         self.check_peer_open()
         pid = self.conn.ping()
+        event = self.pings.start(pid, timeout)
+        self.writer.kick()
+        self.reader_lot.unpark_all()  # its echo may sit behind data a paused reader left
+        return pid, event
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send a PING and return the round-trip time (see ``Session.ping``)."""
         limit = self.options.ping_timeout if timeout is None else timeout
         pings = self.pings
-        event = pings.start(pid, limit)
-        self.writer.kick()
-        self.reader_lot.unpark_all()
+        pid, event = self.start_ping(limit)
         try:
-            await event.wait()  # set by the answer, the watch, or a failure
+            await event.wait()  # set by the answer, the timer task, or a failure
         finally:
             rtt = pings.finish(pid)
         if rtt is None:

@@ -117,3 +117,9 @@ class SessionStatistics:
     #: answers to the peer's frames (PING echoes, RST_STREAMs) not written yet;
     #: the reader stops reading while many wait (a peer that floods without reading)
     queued_answers: int = 0
+    #: whether this session decodes frames (and WebSocket data frames) with the
+    #: compiled accelerator, not the pure-Python code (``MUXSTREAM_NO_ACCEL``)
+    accelerated: bool = False
+    #: which, in words, as ``muxstream --version`` says it ("compiled C
+    #: accelerator", or "pure Python: " and why)
+    accelerator: str = ""

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 
 import trio
-from trio.lowlevel import checkpoint
+from trio.lowlevel import RunVar, checkpoint
 
 from ._core import DRAINING, OPEN, SessionCore, Trigger
 from ._dispatch import dispatch
 from ._errors import ConnectionLost, StreamResetError, failures_reported
+from ._writer import tls_stream
 from .protocol import Connection, RemoteProtocolError, RstStatus
 
 #: One read's size: large reads cut per-call overhead (docs/performance.md).
@@ -29,11 +30,25 @@ _SMALL_READ = 4096
 _YIELD_BYTES = 256 * 1024
 #: ... counting each read as this many bytes, so a stream of tiny reads yields too.
 _YIELD_PER_READ = 8 * 1024
-#: One read's size on other transports (TLS, WebSocket, upgraded HTTP).
+#: One read's size on other transports (WebSocket, upgraded HTTP, trio's SSLStream).
 _STREAM_RECV_SIZE = 64 * 1024
 #: Queued answers (PING echoes, RST_STREAMs) at which the reader stops reading:
 #: a peer that floods without reading them meets TCP backpressure.
 _ANSWERS_PAUSE = 1024
+
+
+#: The receive buffer of every TCP session in one trio run (see SocketReceiver).
+_SHARED_BUFFER: RunVar[memoryview] = RunVar("muxstream_receive_buffer")
+
+
+def shared_receive_buffer() -> memoryview:
+    """The run's one ``_RECV_SIZE`` receive buffer, made on first use."""
+    try:
+        return _SHARED_BUFFER.get()
+    except LookupError:
+        view = memoryview(bytearray(_RECV_SIZE))
+        _SHARED_BUFFER.set(view)
+        return view
 
 
 class SocketReceiver:
@@ -46,6 +61,15 @@ class SocketReceiver:
     extra scheduler pass for it. A short, small read (a PING, a short stream's
     frames) emptied the socket: the next read would fail with EAGAIN, so it
     waits first.
+
+    Everything else is read into one large buffer that every TCP session of
+    the trio run shares (:func:`shared_receive_buffer`), so that an idle
+    session holds none (a 1 MiB buffer each was most of an idle session's
+    memory). Sharing is safe because the bytes are used up before anyone else
+    can read: :meth:`receive` never awaits between its read and its return,
+    and the reader feeds what it returns to the decoder without awaiting,
+    which copies out everything it keeps (``FrameDecoder`` only borrows its
+    input). Its yields to the scheduler come before a read, never after.
     """
 
     __slots__ = ("conn", "drained", "sock", "unyielded", "view")
@@ -53,14 +77,18 @@ class SocketReceiver:
     def __init__(self, sock: trio.socket.SocketType, conn: Connection) -> None:
         self.sock = sock
         self.conn = conn
-        self.view = memoryview(bytearray(_RECV_SIZE))
+        self.view = shared_receive_buffer()
         self.unyielded = 0
         self.drained = False
 
     async def receive(self) -> bytes | memoryview:
+        """The next bytes read; the caller must use them up before it awaits."""
         sock = self.sock
         conn = self.conn
         while True:
+            if self.unyielded >= _YIELD_BYTES:
+                self.unyielded = 0
+                await checkpoint()
             fd = sock.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
@@ -83,28 +111,30 @@ class SocketReceiver:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             n = len(data)
+            if not n:
+                await checkpoint()
+                return b""
             if n < _SMALL_READ and n < want:
                 self.drained = True
-            unyielded = self.unyielded + n + _YIELD_PER_READ
-            if unyielded >= _YIELD_BYTES or not n:
-                unyielded = 0
-                await checkpoint()
-            self.unyielded = unyielded
+            self.unyielded += n + _YIELD_PER_READ
             return data
 
 
 class StreamReceiver:
     """Reads any other transport (TLS, WebSocket, upgraded HTTP, memory)."""
 
-    __slots__ = ("transport",)
+    __slots__ = ("size", "transport")
 
     def __init__(self, transport: trio.abc.Stream) -> None:
         self.transport = transport
+        # TLSStream returns every complete record it has read (up to 256 KiB
+        # per transport read) in one call; others get 64 KiB: SSLStream
+        # allocates max_bytes on every call yet returns one 16 KiB record
+        # (measured: 194 vs 340 MiB/s with 1 MiB).
+        self.size = _RECV_SIZE if tls_stream(transport) is not None else _STREAM_RECV_SIZE
 
     async def receive(self) -> bytes | bytearray:
-        # Not 1 MiB: SSLStream allocates max_bytes on every call yet returns
-        # one 16 KiB record (measured: 194 vs 340 MiB/s).
-        return await self.transport.receive_some(_STREAM_RECV_SIZE)
+        return await self.transport.receive_some(self.size)
 
 
 async def run(core: SessionCore) -> None:

@@ -52,6 +52,7 @@ import trio
 from trio.lowlevel import checkpoint
 
 from . import _reader
+from ._accel import ACCELERATOR
 from ._core import CLOSED, DRAINING, OPEN, SessionCore, Trigger
 from ._errors import (
     ConnectionLost,
@@ -61,7 +62,7 @@ from ._errors import (
     StreamOpenTimeout,
 )
 from ._options import DEFAULT_CLOSE_TIMEOUT, SessionKeywords, SessionOptions, SessionStatistics
-from ._pings import idle_watch, keepalive
+from ._pings import run_timers
 from ._stream import Stream, StreamCore
 from .protocol import GoAwayStatus, Headers, HeadersLike, Role, RstStatus, StreamState
 
@@ -118,12 +119,8 @@ class Session(trio.abc.Listener[Stream]):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_reader.run, core)
                 nursery.start_soon(core.writer.run, core.fail, core.closed)
-                nursery.start_soon(core.pings.watch)
-                if options.keepalive_interval:
-                    nursery.start_soon(keepalive, core, options.keepalive_interval,
-                                       options.ping_timeout)
-                if options.idle_timeout:
-                    nursery.start_soon(idle_watch, core, options.idle_timeout)
+                nursery.start_soon(run_timers, core, options.keepalive_interval,
+                                   options.ping_timeout, options.idle_timeout)
 
     @property
     def closed(self) -> bool:
@@ -410,6 +407,8 @@ class Session(trio.abc.Listener[Stream]):
             streams_waiting=len(core.accept),
             waiting_header_bytes=core.accept.header_bytes,
             queued_answers=conn.queued_answers,
+            accelerated=conn.accelerated,
+            accelerator=ACCELERATOR,
         )
 
 

@@ -42,6 +42,9 @@ from .protocol import Headers, RstStatus
 _EMPTY_HEADERS = Headers()
 #: Received pieces smaller than this are joined to the previous small piece.
 _COALESCE = 512
+#: The buffer of every stream that has not received data yet (never appended
+#: to): a deque costs ~0.7 KiB, most of an idle stream (docs/performance.md).
+_NO_DATA: deque[bytes] = deque()
 
 
 class _ConflictDetector:
@@ -92,7 +95,7 @@ class StreamCore:
     def __init__(self, stream_id: int, *, we_sent_fin: bool = False,
                  they_sent_fin: bool = False) -> None:
         self.stream_id = stream_id
-        self.buffer: deque[bytes] = deque()
+        self.buffer = _NO_DATA  # a deque of its own from the first DATA on
         self.buffered = 0
         self.they_sent_fin = they_sent_fin  # and the reader has its FIN
         self.we_sent_fin = we_sent_fin  # or may send no more (the session is closing)
@@ -126,6 +129,8 @@ class StreamCore:
         buf = self.buffer
         if self.closed_here or self.buffered > discard_above:
             return -1
+        if buf is _NO_DATA:
+            buf = self.buffer = deque()
         if len(data) < _COALESCE and buf and len(buf[-1]) < _COALESCE:
             # A flood of tiny DATA frames would cost ~40 bytes of chunk overhead
             # per payload byte; joining small pieces bounds memory by the window.

@@ -84,13 +84,12 @@ async def serve_tcp(
         transport: trio.abc.Stream = tcp
         try:
             if ssl_context is not None:
-                from .transport import DEFAULT_TLS_HANDSHAKE_TIMEOUT  # deferred, as above
+                # deferred, as above; TLSStream: one pass per 256 KiB, not per record
+                from .transport import DEFAULT_TLS_HANDSHAKE_TIMEOUT, wrap_tls_server
 
-                tls = trio.SSLStream(tcp, ssl_context, server_side=True)
-                with trio.fail_after(DEFAULT_TLS_HANDSHAKE_TIMEOUT if handshake_timeout is None
-                                     else handshake_timeout):
-                    await tls.do_handshake()
-                transport = tls
+                transport = await wrap_tls_server(
+                    tcp, ssl_context, handshake_timeout=DEFAULT_TLS_HANDSHAKE_TIMEOUT
+                    if handshake_timeout is None else handshake_timeout)
             async with open_session(transport, role=SERVER, options=settings) as session:
                 await handler(session)
         except Exception as exc:

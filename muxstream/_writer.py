@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import trio
 from trio.lowlevel import ParkingLot
@@ -23,6 +24,9 @@ from trio.lowlevel import ParkingLot
 from ._errors import failures_reported
 from ._stream import StreamCore
 from .protocol import Connection
+
+if TYPE_CHECKING:
+    from .transport import TLSStream
 
 #: Write from the task that queued the frames when the writer is idle (see kick).
 _INLINE_WRITES = hasattr(os, "writev")
@@ -60,17 +64,30 @@ class SocketSender:
                     sent = 0
 
 
+def tls_stream(transport: trio.abc.Stream) -> TLSStream | None:
+    """``transport`` if it is muxstream's own TLS stream, else None (without
+    importing ``muxstream.transport``, which ``import muxstream`` does not need:
+    if it is not loaded, no TLSStream exists)."""
+    module = sys.modules.get("muxstream.transport._tls_stream")
+    if module is not None and isinstance(transport, module.TLSStream):
+        return cast("TLSStream", transport)
+    return None
+
+
 class StreamSender:
     """Writes on any other transport (TLS, WebSocket, upgraded HTTP, memory)."""
 
-    __slots__ = ("transport",)
+    __slots__ = ("send", "transport")
 
     def __init__(self, transport: trio.abc.Stream) -> None:
+        tls = tls_stream(transport)
+        self.send = self._join_and_send if tls is None else tls.send_all_parts
         self.transport = transport
 
-    async def send(self, bufs: Buffers) -> None:
+    async def _join_and_send(self, bufs: Buffers) -> None:
         # One write per batch: a DATA header sent alone would become its own
         # TLS record or WebSocket message; joining costs one payload copy.
+        # (TLSStream takes the buffers as they are: send_all_parts.)
         await self.transport.send_all(bufs[0] if len(bufs) == 1 else b"".join(bufs))
 
 

@@ -20,7 +20,6 @@ See docs/protocol.md.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 from ._constants import (
@@ -39,6 +38,7 @@ from ._frames import (
     FrameDecoder,
     GoAwayFrame,
     HeadersFrame,
+    PyFrameDecoder,
     RstStreamFrame,
     SynReplyFrame,
     SynStreamFrame,
@@ -70,8 +70,6 @@ UNCONTROLLED_MAX_SEND_FRAME = 128 * 1024
 #: Flag bits as plain ints: ``frame.flags & Flag.FIN`` builds an enum per test.
 _FIN = int(Flag.FIN)
 _UNIDIRECTIONAL = int(Flag.UNIDIRECTIONAL)
-#: Streams closed by our RST whose late frames are silently dropped.
-_RESET_MEMORY = 4096
 #: Answers (PING echoes, RST_STREAMs) a peer may have queued but not yet read
 #: before its flood is a session error. A muxstream session stops reading long
 #: before (TCP backpressure); this bounds what one 1 MiB read can add (~87,000
@@ -108,14 +106,17 @@ class Connection(PeerFrames):
         #: bounds each header block, and all HEADERS of a stream together
         self.max_header_block = max_header_block
         self._out = OutboundQueues()
+        self._decompressor = HeaderDecompressor(max_size=max_header_block,
+                                                max_count=max_header_count)
         self._decoder = FrameDecoder(
-            HeaderDecompressor(max_size=max_header_block, max_count=max_header_count),
+            self._decompressor,
             max_control_frame=max_control_frame or max_header_block + 1024,
             max_data_frame=max_data_frame,
         )
         self._streams = StreamTable()
-        self._reset_by_us: deque[int] = deque(maxlen=_RESET_MEMORY)
-        self._reset_by_us_set: set[int] = set()
+        #: the last _RESET_MEMORY streams we reset, oldest first (a dict: ordered
+        #: and O(1) to test, and small while empty)
+        self._reset_by_us: dict[int, None] = {}
         self._next_stream_id = 1 if role is Role.CLIENT else 2
         self._next_ping_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_stream = 0
@@ -173,6 +174,12 @@ class Connection(PeerFrames):
         """The state of ``stream_id``; CLOSED for streams no longer tracked."""
         st = self._streams.get(stream_id)
         return st.state if st else StreamState.CLOSED
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether this connection decodes with the compiled accelerator's
+        decoder (``muxstream.protocol.ACCELERATED`` when it was made)."""
+        return not isinstance(self._decoder, PyFrameDecoder)
 
     @property
     def open_streams(self) -> int:
@@ -489,6 +496,9 @@ class Connection(PeerFrames):
             while True:
                 frame = decoder.next_frame()
                 if frame is None:
+                    # An idle connection holds no zlib state; the next chunk
+                    # with a header block rebuilds it (see HeaderDecompressor).
+                    self._decompressor.release()
                     return events
                 self._handle(frame, events)
                 if self._out.answers > self.max_queued_answers:
@@ -501,7 +511,7 @@ class Connection(PeerFrames):
             if exc.fatal:
                 self._terminate(exc)
                 raise
-            if exc.stream_id is not None and exc.stream_id not in self._reset_by_us_set:
+            if exc.stream_id is not None and exc.stream_id not in self._reset_by_us:
                 # decoder-level stream errors (oversized DATA) still need their RST
                 self._stream_error_quiet(exc.stream_id, exc.rst_status or RstStatus.PROTOCOL_ERROR)
             if self._out.answers > self.max_queued_answers:

@@ -106,31 +106,82 @@ def decode_header_block(block: bytes, *, max_count: int = DEFAULT_MAX_HEADER_COU
     return Headers(merged)
 
 
-#: zlib window (2**12 bytes) and memory level of our compressor; see HeaderCompressor.
-_WINDOW_BITS = 12
-_MEM_LEVEL = 2
+#: zlib window (2**9 bytes) and memory level of our compressor; see HeaderCompressor.
+_WINDOW_BITS = 9
+_MEM_LEVEL = 1
+#: How far back zlib's deflate refers: its window less MIN_LOOKAHEAD (262 bytes),
+#: so this much history is all a rebuilt compressor can use.
+_REACH = (1 << _WINDOW_BITS) - 262
+#: Ends every block a peer sync-flushes (an empty stored block): the inflater
+#: is then at a block boundary, where it can be rebuilt from its history.
+_SYNC_FLUSH_TAIL = b"\x00\x00\xff\xff"
 
 
 class HeaderCompressor:
-    """One direction's compression context; call in the order blocks hit the wire."""
+    """One direction's compression context; call in the order blocks hit the wire.
+
+    The zlib state exists only between the first :meth:`compress` and the next
+    :meth:`release`: releasing keeps the last plaintext that deflate can refer
+    back to (250 bytes with a 512-byte window), and the next block continues
+    the same zlib stream from it, with a raw deflate primed with that history.
+    An idle connection so holds no zlib state (it was most of an idle
+    session's memory), and a busy one rebuilds it once per batch (under 1 us
+    each way; docs/performance.md).
+    """
+
+    __slots__ = ("_history", "_level", "_started", "_z")
 
     def __init__(self, level: int = zlib.Z_DEFAULT_COMPRESSION) -> None:
-        # A 4 KiB window (the dictionary is 1,423 bytes) and memLevel 2 instead of
-        # zlib's 32 KiB and 8: header blocks are a few hundred bytes, and measured
-        # the same compressed sizes, while the default state costs ~85 KiB of RSS
-        # per connection, and an idle session is mostly that (docs/performance.md).
-        # Any inflater reads it (a smaller window is always allowed).
-        self._z = zlib.compressobj(level, zlib.DEFLATED, _WINDOW_BITS, _MEM_LEVEL,
-                                   zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICTIONARY)
+        self._level = level
+        self._z: zlib._Compress | None = None
+        self._started = False
+        self._history = SPDY3_DICTIONARY[-_REACH:]
+
+    @property
+    def active(self) -> bool:
+        """Whether zlib state is held now (between a block and :meth:`release`)."""
+        return self._z is not None
 
     def compress(self, headers: Headers) -> bytes:
         """The compressed, sync-flushed block for ``headers``."""
         raw = encode_header_block(headers)
-        return self._z.compress(raw) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        z = self._z
+        if z is None:
+            # A 512-byte window and memLevel 1 instead of zlib's 32 KiB and 8:
+            # header blocks are a few hundred bytes and compress within 1 % of
+            # the defaults (docs/performance.md), for ~9 KiB of state instead of
+            # ~260. Any inflater reads it (a smaller window is always allowed).
+            if self._started:  # the stream goes on: no zlib header, primed with history
+                z = zlib.compressobj(self._level, zlib.DEFLATED, -_WINDOW_BITS, _MEM_LEVEL,
+                                     zlib.Z_DEFAULT_STRATEGY, zdict=self._history)
+            else:
+                z = zlib.compressobj(self._level, zlib.DEFLATED, _WINDOW_BITS, _MEM_LEVEL,
+                                     zlib.Z_DEFAULT_STRATEGY, zdict=SPDY3_DICTIONARY)
+                self._started = True
+            self._z = z
+        self._history = (self._history + raw)[-_REACH:]
+        return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH)
+
+    def release(self) -> None:
+        """Drop the zlib state until the next block (every block is sync-flushed,
+        so the stream is at a block boundary)."""
+        self._z = None
 
 
 class HeaderDecompressor:
-    """One direction's decompression context, bounded against zlib bombs."""
+    """One direction's decompression context, bounded against zlib bombs.
+
+    Like :class:`HeaderCompressor`, it holds zlib state only until
+    :meth:`release`, keeping the last window of what it inflated (the window
+    the peer's zlib header announced: 512 bytes from muxstream, 32 KiB from Go,
+    but never more than the dictionary and the blocks so far) and rebuilding
+    a raw inflater primed with it for the next block. It releases only at a
+    block boundary, i.e. after a block that ended with a sync flush (as
+    SPDY/3 asks of every block); after any other, it keeps its state.
+    """
+
+    __slots__ = ("_boundary", "_history", "_pending", "_pending_size", "_wbits", "_z",
+                 "max_count", "max_size")
 
     def __init__(
         self,
@@ -138,12 +189,40 @@ class HeaderDecompressor:
         max_size: int = DEFAULT_MAX_HEADER_BLOCK,
         max_count: int = DEFAULT_MAX_HEADER_COUNT,
     ) -> None:
-        # wbits=0: the window the peer's zlib header announces (4 KiB from a
-        # muxstream peer, 32 KiB from Go's), not always 32 KiB -- the window is
-        # most of an idle connection's inflater.
-        self._z = zlib.decompressobj(wbits=0, zdict=SPDY3_DICTIONARY)
+        self._z: zlib._Decompress | None = None
+        self._wbits = 0  # the peer's window (bits), once its zlib header is read
+        self._history = b""  # what the inflater could refer back to, up to _pending
+        self._pending: list[bytes] = []  # inflated since _history was brought up to date
+        self._pending_size = 0
+        self._boundary = False  # the last block ended at a deflate block boundary
         self.max_size = max_size
         self.max_count = max_count
+
+    @property
+    def active(self) -> bool:
+        """Whether zlib state is held now (between a block and :meth:`release`)."""
+        return self._z is not None
+
+    def release(self) -> None:
+        """Drop the zlib state until the next block, if the stream is at a block
+        boundary (else keep it: it cannot be rebuilt from history there)."""
+        if self._boundary and self._z is not None:
+            self._catch_up()
+            self._z = None
+
+    def _catch_up(self) -> None:
+        """Bring the history up to date (one copy per release, not per block)."""
+        self._history = (self._history + b"".join(self._pending))[-(1 << self._wbits):]
+        self._pending = []
+        self._pending_size = 0
+
+    def _inflater(self) -> zlib._Decompress:
+        if self._wbits:
+            # The stream goes on: a raw inflater with the same history.
+            return zlib.decompressobj(-self._wbits, zdict=self._history)
+        # wbits=0: the window the peer's zlib header announces (512 bytes from
+        # a muxstream peer, 32 KiB from Go's), not always 32 KiB.
+        return zlib.decompressobj(wbits=0, zdict=SPDY3_DICTIONARY)
 
     def decompress(self, data: bytes | bytearray | memoryview) -> Headers:
         """Inflate and parse one block.
@@ -154,16 +233,32 @@ class HeaderDecompressor:
                 name/value block.
         """
         limit = self.max_size + 1
+        self._boundary = False
+        z = self._z
         try:
-            out = self._z.decompress(data, limit)
-            while self._z.unconsumed_tail and len(out) < limit:
-                out += self._z.decompress(self._z.unconsumed_tail, limit - len(out))
+            if z is None:
+                z = self._z = self._inflater()
+            out = z.decompress(data, limit)
+            while z.unconsumed_tail and len(out) < limit:
+                out += z.decompress(z.unconsumed_tail, limit - len(out))
         except zlib.error as exc:
             raise RemoteProtocolError.session(
                 f"header block does not decompress: {exc}", GoAwayStatus.PROTOCOL_ERROR
             ) from None
-        if len(out) > self.max_size or self._z.unconsumed_tail:
+        if len(out) > self.max_size or z.unconsumed_tail:
             raise RemoteProtocolError.session(
                 f"header block inflates past {self.max_size} bytes"
             )
+        if not self._wbits:
+            if not data:
+                return decode_header_block(out, max_count=self.max_count)
+            # The first block: its zlib header (which zlib accepted) says the window.
+            self._wbits = (data[0] >> 4) + 8
+            self._history = SPDY3_DICTIONARY
+        self._pending.append(out)
+        self._pending_size += len(out)
+        if self._pending_size > 1 << self._wbits:
+            self._catch_up()
+        self._boundary = (not z.unused_data and not z.eof
+                          and bytes(data[-4:]) == _SYNC_FLUSH_TAIL)
         return decode_header_block(out, max_count=self.max_count)

@@ -78,6 +78,7 @@ class OutboundQueues:
         if not ordered:
             self.ordered_bytes = 0
         self.bytes_sent += size
+        self.compressor.release()  # rebuilt for the next batch with a header block
         return out
 
     def queue_ordered(

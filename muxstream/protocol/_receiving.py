@@ -10,8 +10,6 @@ for a stream error, GOAWAY (in ``Connection.receive_data``) for a session error.
 
 from __future__ import annotations
 
-from collections import deque
-
 from ._constants import MAX_WINDOW, Flag, RstStatus, SettingsId
 from ._errors import RemoteProtocolError
 from ._events import (
@@ -49,6 +47,9 @@ from ._windows import Windows
 _FIN = int(Flag.FIN)
 _UNIDIRECTIONAL = int(Flag.UNIDIRECTIONAL)
 
+#: Streams closed by our RST whose late frames are silently dropped.
+_RESET_MEMORY = 4096
+
 
 class PeerFrames:
     """The peer's frames, applied to the connection's state (see the module docstring)."""
@@ -68,8 +69,7 @@ class PeerFrames:
     _peer_max_streams: int | None
     _highest_peer_stream: int
     _highest_local_stream: int
-    _reset_by_us: deque[int]
-    _reset_by_us_set: set[int]
+    _reset_by_us: dict[int, None]
 
     def _credit(self, stream_id: int, n: int) -> None:
         """Credit ``n`` consumed (or discarded) bytes of ``stream_id`` to the windows."""
@@ -83,10 +83,11 @@ class PeerFrames:
         self._windows.their_session_window += self._out.discard(st)
 
     def _remember_reset(self, stream_id: int) -> None:
-        if len(self._reset_by_us) == self._reset_by_us.maxlen:
-            self._reset_by_us_set.discard(self._reset_by_us[0])
-        self._reset_by_us.append(stream_id)
-        self._reset_by_us_set.add(stream_id)
+        reset = self._reset_by_us
+        reset.pop(stream_id, None)  # re-inserted: now the newest
+        if len(reset) >= _RESET_MEMORY:
+            del reset[next(iter(reset))]
+        reset[stream_id] = None
 
     def _stream_error(self, message: str, stream_id: int, status: RstStatus) -> None:
         self._stream_error_quiet(stream_id, status)
@@ -103,7 +104,7 @@ class PeerFrames:
         if stream_id == 0:
             # No RST_STREAM can name stream 0 (its id field is 1..2**31-1).
             raise RemoteProtocolError.session(f"{what} on stream 0")
-        if stream_id in self._reset_by_us_set:
+        if stream_id in self._reset_by_us:
             return  # we reset it; the peer had not heard yet
         if self._was_opened(stream_id):
             self._stream_error(f"{what} on closed stream {stream_id}", stream_id,

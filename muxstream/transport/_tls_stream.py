@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import operator
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -45,6 +46,8 @@ __all__ = ["DEFAULT_TLS_RECEIVE_SIZE", "TLSStream"]
 DEFAULT_TLS_RECEIVE_SIZE = 256 * 1024
 #: Plaintext ``receive_some()`` returns when called without ``max_bytes``.
 _DEFAULT_MAX_BYTES = 256 * 1024
+#: The largest TLS record's plaintext (RFC 8446 5.1): parts are gathered into these.
+_RECORD = 16 * 1024
 
 _FORWARDED = frozenset({
     "context", "server_side", "server_hostname", "session", "session_reused",
@@ -317,6 +320,18 @@ class TLSStream(trio.abc.Stream):
             trio.BusyResourceError: another task is sending.
         If cancelled, some of ``data`` may have been sent and the stream is broken.
         """
+        await self.send_all_parts((data,))
+
+    async def send_all_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Encrypt and send ``parts``, in order, as if joined: ``send_all`` of many
+        buffers without joining them (a ``writev``).
+
+        As few records as the bytes need, as for the joined bytes: whole
+        records are encrypted where they lie, and only what is left over (small
+        parts such as frame headers, a large part's head and tail) is gathered
+        into records, so at most 16 KiB per part is copied. Raises as
+        :meth:`send_all`.
+        """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending")
         self._sending = True
@@ -324,8 +339,7 @@ class TLSStream(trio.abc.Stream):
             self._check()
             if not self._handshake_done:
                 await self.do_handshake()
-            view = memoryview(data).cast("B")
-            if not view:
+            if not any(len(part) for part in parts):
                 await trio.lowlevel.checkpoint()
                 self._check()
                 return
@@ -335,14 +349,44 @@ class TLSStream(trio.abc.Stream):
             async with self._send_lock:
                 await self._flush()
                 try:
-                    written = 0
-                    while written < len(view):
-                        written += self._ssl.write(view[written:])
+                    self._encrypt(parts)
                 except ssl.SSLError as exc:
                     raise self._fail(exc) from exc
                 await self._flush()
         finally:
             self._sending = False
+
+    def _encrypt(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Encrypt ``parts`` into the outgoing BIO (see :meth:`send_all_parts`):
+        whole records straight from a part, what is left of one (a frame
+        header, a payload's tail) gathered with what follows into a record."""
+        gathered: list[bytes | bytearray | memoryview] = []
+        size = 0
+        for part in parts:
+            view = memoryview(part).cast("B")
+            if size:  # complete the record gathered so far from this part
+                head = view[:_RECORD - size]
+                gathered.append(head)
+                size += len(head)
+                view = view[len(head):]
+                if size < _RECORD:
+                    continue
+                self._write(b"".join(gathered))
+                gathered, size = [], 0
+            whole = len(view) - len(view) % _RECORD
+            if whole:
+                self._write(view[:whole])
+            if whole < len(view):
+                gathered.append(view[whole:])
+                size = len(view) - whole
+        if gathered:
+            self._write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += self._ssl.write(view[written:])
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport can take more data (see ``trio.abc.SendStream``)."""

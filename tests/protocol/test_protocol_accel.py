@@ -89,3 +89,28 @@ def test_a_source_install_builds_the_extension_when_it_can_and_installs_without(
     assert not [n for n in contents["without"] if "_speedups" in n and n.endswith(".so")]
     if shutil.which("cc") or shutil.which("gcc"):
         assert [n for n in contents["with"] if "_speedups" in n and n.endswith(".so")]
+
+
+def session_statistics_probe(**env: str) -> list[str]:
+    """What ``Session.statistics()`` says in a fresh interpreter with ``env``."""
+    code = (
+        "import trio, muxstream.testing as t\n"
+        "async def main():\n"
+        "    async with t.open_session_pair(keepalive_interval=None) as (c, s):\n"
+        "        st = c.statistics(); print(st.accelerated); print(st.accelerator)\n"
+        "trio.run(main)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MUXSTREAM_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return out.splitlines()
+
+
+def test_session_statistics_say_which_path_runs() -> None:
+    assert session_statistics_probe(MUXSTREAM_NO_ACCEL="1") == [
+        "False", "pure Python: MUXSTREAM_NO_ACCEL is set"]
+    if BUILT:
+        assert session_statistics_probe() == ["True", "compiled C accelerator"]
+    else:
+        assert session_statistics_probe() == [
+            "False", "pure Python: the compiled accelerator is not built"]

@@ -335,12 +335,12 @@ def test_compressed_blocks_announce_the_spdy_dictionary() -> None:
 
 
 def test_compressor_uses_a_small_window() -> None:
-    # CINFO (the top 4 bits of CMF) is log2(window) - 8: a 4 KiB window, not
-    # zlib's 32 KiB, whose state costs ~85 KiB per connection for blocks of a few
+    # CINFO (the top 4 bits of CMF) is log2(window) - 8: a 512-byte window, not
+    # zlib's 32 KiB, whose state costs ~260 KiB per connection for blocks of a few
     # hundred bytes. Every block still inflates with the standard 32 KiB inflater.
     compressor = HeaderCompressor()
     first = compressor.compress(Headers({"streamtype": "stdin"}))
-    assert first[0] >> 4 == 4
+    assert first[0] >> 4 == 1
     inflater = zlib.decompressobj(zdict=SPDY3_DICTIONARY)
     blocks = [first] + [compressor.compress(Headers({"n": str(i) * 300})) for i in range(40)]
     assert b"".join(inflater.decompress(b) for b in blocks)

@@ -125,7 +125,10 @@ async def test_open_tcp_session_over_tls(
     server_ssl_context: ssl.SSLContext,
     client_ssl_context: ssl.SSLContext,
 ) -> None:
+    server_transports = []
+
     async def handler(session: muxstream.Session) -> None:
+        server_transports.append(session.transport)
         stream = await session.accept()
         while chunk := await stream.receive_some():
             await stream.send_all(chunk)
@@ -145,6 +148,8 @@ async def test_open_tcp_session_over_tls(
             while chunk := await stream.receive_some():
                 received += chunk
             assert received == b"hello over tls"
+    # serve_tcp's side is muxstream's TLS stream too (one pass per 256 KiB read)
+    assert [type(t) for t in server_transports] == [TLSStream]
 
 
 async def test_open_tcp_session_empty_server_hostname_means_the_host(

@@ -126,6 +126,53 @@ async def test_small_max_bytes_leaves_the_rest_for_later(
     assert got == payload
 
 
+def tls_records(wire: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of every TLS record in ``wire``."""
+    records, pos = [], 0
+    while pos < len(wire):
+        length = int.from_bytes(wire[pos + 3:pos + 5], "big")
+        records.append((wire[pos], length))
+        pos += 5 + length
+    assert pos == len(wire)
+    return records
+
+
+@pytest.mark.parametrize("sizes", [
+    [8, 524_288],  # a DATA frame: its header, then its payload
+    [8, 3, 16_384, 8, 100_000, 1, 2, 0, 40_000],
+    [12] * 5000,  # small frames: gathered, not a record each
+    [16_384, 16_384, 5],
+])
+async def test_send_all_parts_sends_them_joined_in_full_records(
+    sizes: list[int], server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext,
+) -> None:
+    # send_all of many buffers without joining them first: the peer reads them
+    # joined, and small parts make no records of their own -- as few records
+    # (of 16 KiB plaintext) as the bytes need, as send_all of the joined bytes.
+    client, server = await tls_pair(server_ssl_context, client_ssl_context)
+    assert isinstance(client, TLSStream)
+    parts = [os.urandom(n) for n in sizes]
+    wire = bytearray()
+    transport = client.transport_stream
+    forward = transport.send_all
+
+    async def recording_send_all(data: bytes | bytearray | memoryview) -> None:
+        wire.extend(data)
+        await forward(data)
+
+    transport.send_all = recording_send_all  # type: ignore[method-assign]
+    total = sum(sizes)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all_parts, [memoryview(p) for p in parts])
+            got = bytearray()
+            while len(got) < total:
+                got += await server.receive_some()
+    assert got == b"".join(parts)
+    application = [length for kind, length in tls_records(bytes(wire)) if kind == 23]
+    assert len(application) == -(-total // 16_384)
+
+
 async def test_cancelled_receive_loses_nothing(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
