@@ -47,34 +47,6 @@ _COALESCE = 512
 _NO_DATA: deque[bytes] = deque()
 
 
-class _ConflictDetector:
-    """Raises ``trio.BusyResourceError`` when a second task enters while one
-    is inside, as trio's own streams do (``with detector:``)."""
-
-    __slots__ = ("busy", "message")
-
-    def __init__(self, message: str) -> None:
-        self.busy = False
-        self.message = message
-
-    def check(self) -> None:
-        """Raise if a task is inside (for calls that conflict but never block)."""
-        if self.busy:
-            raise trio.BusyResourceError(self.message)
-
-    def __enter__(self) -> None:
-        if self.busy:
-            raise trio.BusyResourceError(self.message)
-        self.busy = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.busy = False
-
-
-_SENDING = "another task is already sending on this stream"
-_RECEIVING = "another task is already receiving on this stream"
-
-
 class StreamCore:
     """The trio layer's state of one stream; changed by the session's events."""
 
@@ -250,7 +222,8 @@ class Stream(trio.abc.HalfCloseableStream):
         local: we opened it.
     """
 
-    __slots__ = ("_core", "_host", "_receiving", "_sending", "headers", "local", "stream_id")
+    __slots__ = ("_busy_receive", "_busy_send", "_core", "_host", "headers", "local",
+                 "stream_id")
 
     def __init__(self, host: StreamHost, core: StreamCore, headers: Headers, *, local: bool):
         self._host = host
@@ -258,10 +231,8 @@ class Stream(trio.abc.HalfCloseableStream):
         self.stream_id = core.stream_id
         self.headers = headers
         self.local = local
-        #: one task at a time sends (send_all, wait_send_all_might_not_block;
-        #: send_eof refuses to run beside them) and one receives
-        self._sending = _ConflictDetector(_SENDING)
-        self._receiving = _ConflictDetector(_RECEIVING)
+        self._busy_send = False
+        self._busy_receive = False
 
     def __repr__(self) -> str:
         return f"<muxstream.Stream id={self.stream_id} headers={dict(self.headers)!r}>"
@@ -295,7 +266,10 @@ class Stream(trio.abc.HalfCloseableStream):
             trio.ClosedResourceError: this stream was closed or half-closed here.
             trio.BrokenResourceError: the stream was reset or the session broke.
         """
-        with self._sending:
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._busy_send = True
+        try:
             await checkpoint_if_cancelled()  # cancelled: nothing is queued
             core = self._core
             core.check_send()
@@ -329,20 +303,28 @@ class Stream(trio.abc.HalfCloseableStream):
                 host.forget_if_done(core)
             if not waited:
                 await cancel_shielded_checkpoint()
+        finally:
+            self._busy_send = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the window and the session's write buffer have room."""
-        with self._sending:
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._busy_send = True
+        try:
             core = self._core
             core.check_send()
             while self._host.send_room(core) <= 0:
                 await core.lot.park()
                 core.check_send()
             await checkpoint()
+        finally:
+            self._busy_send = False
 
     async def send_eof(self) -> None:
         """Half-close: send FIN. We may still receive. Idempotent."""
-        self._sending.check()
+        if self._busy_send:
+            raise trio.BusyResourceError("another task is already sending on this stream")
         core = self._core
         if core.closed_here:
             raise trio.ClosedResourceError("stream was closed")
@@ -370,7 +352,10 @@ class Stream(trio.abc.HalfCloseableStream):
             max_bytes = operator.index(max_bytes)
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
-        with self._receiving:
+        if self._busy_receive:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._busy_receive = True
+        try:
             # As trio's sockets do: a cancellation is taken before anything is
             # (taking the bytes, then raising Cancelled, would drop them), and a
             # call that had to wait has had its checkpoint (no second yield).
@@ -393,6 +378,8 @@ class Stream(trio.abc.HalfCloseableStream):
                     core.raise_broken()
                 await core.lot.park()
                 waited = True
+        finally:
+            self._busy_receive = False
 
     def _take(self, core: StreamCore, max_bytes: int | None) -> bytes:
         buf = core.buffer
