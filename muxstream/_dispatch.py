@@ -3,8 +3,9 @@
 The reader task calls :func:`dispatch` with the events of each read. DATA is
 handled inline (it is most of the events, and a call per frame is measurable);
 every other event goes to its handler in :data:`HANDLERS`. A handler returns
-True if the event counts as activity for ``idle_timeout`` (everything but
-PINGs, their echoes and flow-control bookkeeping).
+True if the event counts as activity for ``idle_timeout``: as DATA does, a
+stream opened or ended; replies, headers, resets, PINGs, GOAWAY, SETTINGS and
+window updates do not.
 """
 
 from __future__ import annotations

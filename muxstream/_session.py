@@ -38,7 +38,8 @@ The parts of the trio layer:
 * ``_pings``: ping deadlines, keepalive, idle timeout;
 * ``_accept``: the accept backlog and its limits;
 * ``_stream``: ``Stream``, its state (``StreamCore``), and ``StreamHost``;
-* ``_options``: ``SessionOptions``, its keywords, the defaults, statistics.
+* ``_options``: ``SessionOptions``, its keywords, the defaults, statistics;
+* ``_errors``: the errors user calls chain to, and how background tasks report failures.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class Session(trio.abc.Listener[Stream]):
         core.streams.clear()
         core.wake_all()
         core.task_scope.cancel()
-        core.pings.wake_all()  # the watch task is gone: nothing else would wake them
+        core.pings.wake_all()  # the timer task is gone: nothing else would wake them
         with trio.move_on_after(TRANSPORT_CLOSE_GRACE) as scope:
             await self.transport.aclose()
         if scope.cancelled_caught:
