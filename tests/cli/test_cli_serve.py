@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,8 +51,10 @@ def test_sigterm_without_sessions_exits_0() -> None:
 def test_serve_without_a_token_generates_one() -> None:
     served = start_server()
     try:
-        assert "export MUXSTREAM_TOKEN=" in served.banner
-        token = served.banner.split("export MUXSTREAM_TOKEN=")[1].split()[0]
+        # stdout is a pipe: the token is in a file only we can read (see test_cli_serve_security).
+        assert "generated a token in " in served.banner
+        path = served.banner.split("generated a token in ")[1].split()[0]
+        token = Path(path).read_text().strip()
         env = cli_env(MUXSTREAM_ADDRESS=served.address, MUXSTREAM_TOKEN=token)
         assert muxstream("ping", "-c", "1", env=env).returncode == 0
         refused = muxstream("ping", "-c", "1", env=cli_env(MUXSTREAM_ADDRESS=served.address))
