@@ -182,6 +182,10 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     what = f"--cert {args.cert}" + (f" with --key {args.key}" if args.key else "")
     load_pem(what, context.load_cert_chain, args.cert, args.key)
+    # No TLS 1.3 session tickets: no client of this server resumes a session
+    # (each muxstream command and kubectl start a new handshake), and every
+    # client would hold two tickets (~10 KiB) per connection for nothing.
+    context.num_tickets = 0
     return context
 
 
