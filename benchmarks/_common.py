@@ -32,6 +32,16 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
+
+def parse_size(text: str) -> int:
+    """Parse ``1G``, ``256M``, ``64K`` or a byte count."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": KiB, "M": MiB, "G": GiB}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
 #: Size of every application-level write and read in the bulk rows (the same for
 #: every peer so that the comparison is about framing, not call sizes).
 CHUNK = 256 * KiB

@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:  # allow `python benchmarks/run.py`
     sys.path.insert(0, str(REPO))
 
 from benchmarks import _plot, _profiling  # noqa: E402
-from benchmarks._common import GiB, KiB, MiB, rss_kib  # noqa: E402
+from benchmarks._common import GiB, KiB, MiB, parse_size, rss_kib  # noqa: E402
 from benchmarks.peers import mux as mux_peer  # noqa: E402
 from benchmarks.peers import spdystream_go  # noqa: E402
 
@@ -714,15 +714,6 @@ def machine_description() -> dict[str, Any]:
         "packages": versions,
         "go": go,
     }
-
-
-def parse_size(text: str) -> int:
-    """Parse ``1G``, ``256M``, ``64K`` or a byte count."""
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": KiB, "M": MiB, "G": GiB}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 @contextlib.contextmanager

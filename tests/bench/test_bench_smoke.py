@@ -8,6 +8,7 @@ produced data or says why it could not run here -- never that it crashed.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,22 @@ def test_render_shows_values_ratios_and_reasons() -> None:
     assert "1,024 MiB/s" in text
     assert "1.00x bulk/trio" in text
     assert "not run: muxstream has no open_session yet" in text
+
+
+def test_loopback_modes_runs_every_case() -> None:
+    # benchmarks/loopback_modes.py (docs/performance.md cites it): every case
+    # transfers what it says, in two processes; figures are not checked.
+    done = subprocess.run(
+        [sys.executable, "benchmarks/loopback_modes.py", "--runs", "1", "--size", "4M",
+         "--spin-us", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("1 runs of 4 MiB per case")
+    cases = [line.split()[0] for line in lines[2:]]
+    assert cases == ["trio", "framed", "framed+1us", "framed+1us", "muxstream"]
+    for line in lines[2:]:  # name, median MiB/s, runs in the fast mode, the run
+        match = re.search(r"\s([\d,]+)\s+[01]/1\s+([\d,]+) \(\d+\.\d+/\d+\.\d+\)", line)
+        assert match, line
+        assert match[1] == match[2] and int(match[1].replace(",", "")) > 0
