@@ -64,6 +64,7 @@ func newTapConn(c net.Conn) *tapConn {
 	}()
 	return t
 }
+
 // Write passes writes through, except empty ones. spdystream's framer writes a
 // DATA frame in three Writes: stream id, flags+length, payload. For a bare FIN
 // the payload Write is empty and carries nothing, but it still reaches the
@@ -79,7 +80,6 @@ func (t *tapConn) Write(p []byte) (int, error) {
 	}
 	return t.Conn.Write(p)
 }
-
 
 func (t *tapConn) Read(p []byte) (int, error) {
 	n, err := t.Conn.Read(p)
