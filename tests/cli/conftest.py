@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,19 @@ def server() -> Iterator[Served]:
 
 def client_env(served: Served, **extra: str) -> dict[str, str]:
     return cli_env(**{"MUXSTREAM_ADDRESS": served.address, "MUXSTREAM_TOKEN": TOKEN, **extra})
+
+
+def write_tls_files(folder: Path) -> tuple[Path, Path]:
+    """A throw-away CA and a certificate for 127.0.0.1 (ECDSA: fast to make),
+    written as ``folder/server.pem`` (key and chain, for ``--cert``/``--key``)
+    and ``folder/ca.pem`` (for ``--cacert``); the two paths."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
+    pem, ca_pem = folder / "server.pem", folder / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    return pem, ca_pem
 
 
 def free_port() -> int:

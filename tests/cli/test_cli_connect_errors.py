@@ -20,6 +20,7 @@ from .conftest import (
     muxstream_many,
     start_server,
     stop_server,
+    write_tls_files,
 )
 from .test_cli_errors import assert_one_line_error
 
@@ -65,16 +66,11 @@ def unreachable_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
-    trustme = pytest.importorskip("trustme")
-    folder = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
-    cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
-    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    pem = str(folder / "server.pem")
+    server_pem, ca_pem = write_tls_files(tmp_path_factory.mktemp("tls"))
+    pem = str(server_pem)
     served = start_server("--token", TOKEN, "--cert", pem, "--key", pem)
     try:
-        yield served, folder / "ca.pem"
+        yield served, ca_pem
     finally:
         stop_server(served)
 

@@ -24,6 +24,7 @@ from .conftest import (
     muxstream,
     start_server,
     stop_server,
+    write_tls_files,
 )
 
 KUBECTL = shutil.which("kubectl")
@@ -31,12 +32,7 @@ KUBECTL = shutil.which("kubectl")
 
 @pytest.fixture
 def tty_server(tmp_path: Path) -> Iterator[tuple[Served, Path]]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
-    pem = tmp_path / "server.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    pem, ca_pem = write_tls_files(tmp_path)
     served = start_server("--cert", str(pem), "--key", str(pem), "--attach-tty",
                           env=cli_env(MUXSTREAM_TOKEN=TOKEN))
     kubeconfig = tmp_path / "kubeconfig.yaml"
@@ -44,7 +40,7 @@ def tty_server(tmp_path: Path) -> Iterator[tuple[Served, Path]]:
 kind: Config
 clusters:
 - name: mux
-  cluster: {{server: "https://{served.address}", certificate-authority: "{tmp_path / 'ca.pem'}"}}
+  cluster: {{server: "https://{served.address}", certificate-authority: "{ca_pem}"}}
 users:
 - name: mux
   user: {{token: {TOKEN}}}

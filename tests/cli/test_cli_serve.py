@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .conftest import (
     TIMEOUT,
     TOKEN,
@@ -19,6 +17,7 @@ from .conftest import (
     muxstream_many,
     start_server,
     stop_server,
+    write_tls_files,
 )
 
 
@@ -65,15 +64,11 @@ def test_serve_without_a_token_generates_one() -> None:
 
 
 def test_tls_serves_sessions_and_exec(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)  # fast to generate
-    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    pem = str(tmp_path / "server.pem")
+    server_pem, ca_pem = write_tls_files(tmp_path)
+    pem = str(server_pem)
     served = start_server("--token", TOKEN, "--cert", pem, "--key", pem)
     try:
-        cacert = ["--cacert", str(tmp_path / "ca.pem")]
+        cacert = ["--cacert", str(ca_pem)]
         echo, ws, exec_, untrusted = muxstream_many(
             [
                 ["echo", *cacert, "over tls"],

@@ -6,9 +6,9 @@ import argparse
 import ssl
 from pathlib import Path
 
-import pytest
-
 from muxstream._cli._serve import server_ssl_context
+
+from .conftest import write_tls_files
 
 
 def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> ssl.SSLObject:
@@ -44,21 +44,11 @@ def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -
     return client
 
 
-@pytest.fixture
-def certs(tmp_path: Path) -> tuple[str, str]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    cert = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA)
-    pem, ca_pem = tmp_path / "server.pem", tmp_path / "ca.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
-    ca.cert_pem.write_to_path(str(ca_pem))
-    return str(pem), str(ca_pem)
-
-
-def test_serve_sends_no_session_tickets(certs: tuple[str, str]) -> None:
+def test_serve_sends_no_session_tickets(tmp_path: Path) -> None:
     # Nobody resumes a session with muxstream serve (each command and kubectl
     # start afresh): tickets would only cost each client ~10 KiB per connection.
-    pem, ca = certs
+    server_pem, ca_pem = write_tls_files(tmp_path)
+    pem, ca = str(server_pem), str(ca_pem)
     client_context = ssl.create_default_context(cafile=ca)
     context = server_ssl_context(argparse.Namespace(cert=pem, key=pem))
     assert context is not None
