@@ -42,10 +42,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import muxstream  # noqa: E402
-from benchmarks._common import parse_size  # noqa: E402
+from benchmarks._common import CHUNK, PAYLOAD, parse_size  # noqa: E402
 
-CHUNK = 256 * 1024
-PAYLOAD = bytes(range(256)) * (CHUNK // 256)
 HEADER = (1).to_bytes(4, "big") + CHUNK.to_bytes(4, "big")
 #: seconds each side may take before a run counts as hung
 TIMEOUT = 120
