@@ -181,3 +181,27 @@ def test_loopback_modes_runs_every_case() -> None:
         match = re.search(r"\s([\d,]+)\s+[01]/1\s+([\d,]+) \(\d+\.\d+/\d+\.\d+\)", line)
         assert match, line
         assert match[1] == match[2] and int(match[1].replace(",", "")) > 0
+
+
+def test_receiver_costs_times_every_part() -> None:
+    # benchmarks/receiver_costs.py (docs/performance.md cites it): the timers count
+    # in the receiving process, each part at least once per chunk; figures are
+    # not checked.
+    done = subprocess.run(
+        [sys.executable, "benchmarks/receiver_costs.py", "--runs", "1", "--size", "4M"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("1 runs of 4 MiB")
+    mux = re.fullmatch(
+        r"\s+1 muxstream\s+([\d,]+)\s+([\d.]+)"
+        r"\s+([\d.]+) \(([\d.]+)\)\s+([\d.]+) \(([\d.]+)\)\s+([\d.]+) \(([\d.]+)\)\s+(-?[\d.]+)",
+        lines[2])
+    assert mux, lines[2]
+    cpu, parts = float(mux[2]), [float(mux[i]) for i in (3, 5, 7)]
+    calls = [float(mux[i]) for i in (4, 6, 8)]
+    assert all(n >= 1 for n in calls), calls  # a read, a decode, a take per chunk at least
+    assert all(p > 0 for p in parts) and sum(parts) < cpu, (parts, cpu)
+    assert re.fullmatch(r"\s+1 raw trio\s+[\d,]+\s+[\d.]+", lines[3]), lines[3]
+    assert lines[4].startswith("raw trio's receiver: median")
