@@ -18,7 +18,8 @@ wrapped around three parts of muxstream's receiving process:
 
 What is left of the receiver's CPU is trio's scheduler and the tasks' loops. Raw
 trio's whole receiver, per chunk, is printed for comparison (docs/performance.md,
-"Round 4, third part"). The timers cost ~1 us per chunk of their own.
+"Round 4, third part"). The timers add to what they measure: ~0.4 us per timed
+call, 7-10 calls per chunk.
 """
 
 from __future__ import annotations
