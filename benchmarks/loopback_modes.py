@@ -19,6 +19,14 @@ each in two processes, 256 KiB per chunk as the bulk rows do:
 * ``framed+Nus send`` / ``framed+Nus recv``: the same with N microseconds of CPU
   spent per chunk on one side (the budget question: how much Python per chunk
   keeps a pump out of the fast mode);
+* ``tasks-send`` / ``tasks-recv`` / ``tasks-recv-whole`` / ``tasks``: the framed
+  pump split into two tasks per side as muxstream is, with nothing else of
+  muxstream's work: on the sending side the sending task queues each chunk and a
+  writer task writes all that is queued in one ``writev``; on the receiving side
+  a reader task reads and hands each piece of a payload (``-whole``: the whole
+  payload, read into one buffer) to the consuming task, yielding once per chunk;
+  ``tasks`` splits both sides. This is the architecture's own cost, the floor
+  that compiling muxstream's per-chunk work could at best reach;
 * ``muxstream``: one stream of a muxstream session, as the bulk row.
 
 For each it prints every run's MiB/s and CPU seconds per GiB on each side, and
@@ -33,6 +41,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import trio
@@ -95,6 +104,102 @@ async def _writev_all(sock: trio.socket.SocketType, bufs: list[memoryview]) -> N
             await trio.lowlevel.wait_writable(sock)
 
 
+class _Handoff:
+    """The least two tasks can do to pass pieces along: a queue and one parked
+    taker, woken with ``reschedule`` (what muxstream's reader does for a stream's
+    consumer and ``send_all`` for the writer, minus everything else they do)."""
+
+    def __init__(self, limit: int) -> None:
+        self.pieces: deque[bytes | bytearray | memoryview] = deque()
+        self.queued = 0
+        self.limit = limit  # the putter waits above this many bytes queued
+        self.taker: trio.lowlevel.Task | None = None
+        self.putter: trio.lowlevel.Task | None = None
+        self.closed = False
+
+    def wake(self, attr: str) -> None:
+        task = getattr(self, attr)
+        if task is not None:
+            setattr(self, attr, None)
+            trio.lowlevel.reschedule(task)
+
+    async def park(self, attr: str) -> None:
+        setattr(self, attr, trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    async def put(self, piece: bytes | bytearray | memoryview) -> None:
+        """Queue ``piece``; wait while more than ``limit`` bytes are queued."""
+        self.pieces.append(piece)
+        self.queued += len(piece)
+        self.wake("taker")
+        if self.queued > self.limit:
+            await self.park("putter")
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake("taker")
+
+    async def take(self) -> bytes | bytearray | memoryview:
+        """The next piece (b"" once closed), with one checkpoint as trio's streams have."""
+        if not self.pieces:
+            if self.closed:
+                return b""
+            await self.park("taker")
+            if not self.pieces:
+                return b""
+        else:
+            await trio.lowlevel.checkpoint()
+        piece = self.pieces.popleft()
+        self.queued -= len(piece)
+        if self.queued <= self.limit:
+            self.wake("putter")
+        return piece
+
+
+async def _read_whole(sock: trio.socket.SocketType, n: int, into: _Handoff) -> int:
+    """Read ``n`` bytes into one fresh buffer, waiting as it arrives; hand
+    ``into`` the whole of it at once (one take per chunk)."""
+    fd, got = sock.fileno(), 0
+    buf = bytearray(n)
+    view = memoryview(buf)
+    while got < n:
+        try:
+            count = os.readv(fd, (view[got:],))
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        if not count:
+            break
+        got += count
+    view.release()
+    del buf[got:]
+    into.pieces.append(buf)
+    into.queued += got
+    into.wake("taker")
+    return got
+
+
+async def _read_pieces(sock: trio.socket.SocketType, n: int, into: _Handoff) -> int:
+    """``_read_exactly``, handing each piece read to ``into`` as muxstream's
+    reader hands a DATA payload's pieces to its stream."""
+    fd, got = sock.fileno(), 0
+    while got < n:
+        try:
+            data = os.read(fd, n - got)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        if not data:
+            return got
+        got += len(data)
+        into.pieces.append(data)
+        into.queued += len(data)
+        into.wake("taker")
+    return got
+
+
 async def _serve(case: str, spin_recv: float, report: int) -> None:
     done = trio.Event()
 
@@ -103,6 +208,24 @@ async def _serve(case: str, spin_recv: float, report: int) -> None:
         if case == "trio":
             while data := await stream.receive_some(CHUNK):
                 total += len(data)
+        elif case in ("tasks", "tasks-recv", "tasks-recv-whole"):
+            sock, pieces = stream.socket, _Handoff(4 << 20)
+            read_payload = _read_whole if case == "tasks-recv-whole" else _read_pieces
+
+            async def reader() -> None:
+                while await _read_exactly(sock, len(HEADER)) == len(HEADER):
+                    await read_payload(sock, CHUNK, pieces)
+                    # one yield per chunk (muxstream's reader: per 256 KiB read)
+                    if pieces.queued > pieces.limit:
+                        await pieces.park("putter")
+                    else:
+                        await trio.lowlevel.checkpoint()
+                pieces.close()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                while piece := await pieces.take():
+                    total += len(piece)
         else:
             sock = stream.socket
             while await _read_exactly(sock, len(HEADER)) == len(HEADER):
@@ -155,6 +278,8 @@ async def _send(case: str, port: int, size: int, spin_send: float) -> tuple[floa
             if case == "trio":
                 for _ in range(size // CHUNK):
                     await tcp.send_all(PAYLOAD)
+            elif case in ("tasks", "tasks-send"):
+                await _send_through_writer(tcp.socket, size)
             else:
                 header, payload = memoryview(HEADER), memoryview(PAYLOAD)
                 for _ in range(size // CHUNK):
@@ -164,6 +289,28 @@ async def _send(case: str, port: int, size: int, spin_send: float) -> tuple[floa
             await tcp.send_eof()
             await tcp.receive_some(1)
             return time.perf_counter() - t0, _cpu() - cpu0
+
+
+async def _send_through_writer(sock: trio.socket.SocketType, size: int) -> None:
+    """The sending task queues each framed chunk; a writer task writes them."""
+    chunks = _Handoff(4 << 20)
+
+    async def writer() -> None:
+        while first := await chunks.take():
+            bufs = [memoryview(first)]
+            while chunks.pieces and len(bufs) < 64:  # everything queued, in one writev
+                piece = chunks.pieces.popleft()
+                chunks.queued -= len(piece)
+                bufs.append(memoryview(piece))
+            chunks.wake("putter")
+            await _writev_all(sock, bufs)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        for _ in range(size // CHUNK):
+            await chunks.put(HEADER)
+            await chunks.put(PAYLOAD)
+        chunks.close()
 
 
 def run_case(case: str, size: int, spin_send: float = 0.0,
@@ -207,7 +354,8 @@ def main() -> None:
     spin = args.spin_us / 1e6
     us = f"{args.spin_us:g}us"
     cases = [("trio", 0.0, 0.0), ("framed", 0.0, 0.0), (f"framed+{us} send", spin, 0.0),
-             (f"framed+{us} recv", 0.0, spin), ("muxstream", 0.0, 0.0)]
+             (f"framed+{us} recv", 0.0, spin), ("tasks-send", 0.0, 0.0), ("tasks-recv", 0.0, 0.0),
+             ("tasks-recv-whole", 0.0, 0.0), ("tasks", 0.0, 0.0), ("muxstream", 0.0, 0.0)]
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in cases}
     for _ in range(args.runs):  # interleaved, so that the machine's drift hits every case
         for name, spin_send, spin_recv in cases:

@@ -176,7 +176,8 @@ def test_loopback_modes_runs_every_case() -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("1 runs of 4 MiB per case")
     cases = [line.split()[0] for line in lines[2:]]
-    assert cases == ["trio", "framed", "framed+1us", "framed+1us", "muxstream"]
+    assert cases == ["trio", "framed", "framed+1us", "framed+1us", "tasks-send", "tasks-recv",
+                     "tasks-recv-whole", "tasks", "muxstream"]
     for line in lines[2:]:  # name, median MiB/s, runs in the fast mode, the run
         match = re.search(r"\s([\d,]+)\s+[01]/1\s+([\d,]+) \(\d+\.\d+/\d+\.\d+\)", line)
         assert match, line
