@@ -165,8 +165,12 @@ class Writer:
         Order is kept: inline writes happen only while the writer holds no
         bytes of its own (it is parked, ``unsent`` is empty).
         """
-        sock = self.sock
         conn = self.conn
+        if not conn.has_data_to_send and not self.unsent and not self.want_eof:
+            # Nothing for the writer: woken, it would only park again -- a
+            # scheduler pass per call for nothing (a stream's close kicks).
+            return
+        sock = self.sock
         if (
             sock is None
             or self.busy

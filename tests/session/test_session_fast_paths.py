@@ -302,6 +302,34 @@ async def test_what_an_inline_write_leaves_the_writer_sends_first_and_in_order()
         assert payload == b"".join(chunks)
 
 
+async def test_a_kick_with_nothing_queued_leaves_the_writer_parked() -> None:
+    """A stream's close kicks the writer; with nothing queued, waking the
+    writer task would only make it park again (a scheduler pass per stream)."""
+    from muxstream._writer import Writer
+    from muxstream.protocol import Connection, Role
+
+    with trio.fail_after(10):
+        a, b = await open_tcp_transport_pair()
+        conn = Connection(Role.CLIENT, announce=False)
+        writer = Writer(a, conn, buffer_size=1 << 20, reader_lot=trio.lowlevel.ParkingLot())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(writer.run, fail=pytest.fail,
+                                                 closed=trio.Event()))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(writer.lot) == 1  # the writer task waits for work
+            writer.kick()
+            assert len(writer.lot) == 1  # nothing queued: it was not woken
+            sid = conn.open_stream()
+            conn.send_data(sid, b"x", end_stream=True)
+            writer.kick()  # queued: written inline, the writer still not needed
+            assert len(writer.lot) == 1 and not conn.has_data_to_send
+            writer.finish()  # the FIN of the transport: only the writer sends it
+            assert len(writer.lot) == 0
+        assert await b.receive_some() and writer.done.is_set()
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_after_a_small_read_the_reader_waits_instead_of_failing_a_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
