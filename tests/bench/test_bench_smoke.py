@@ -154,6 +154,30 @@ def test_targets_use_medians_of_the_same_run() -> None:
     assert run.evaluate(target, {"bulk/trio": trio})["status"] == "not run"
 
 
+def test_bulk_targets_against_raw_trio_say_which_loopback_mode_it_ran_in() -> None:
+    # The ratio against raw trio is decided by loopback's mode (docs/performance.md):
+    # the verdict names it, from the baseline's CPU per byte.
+    gib = 2**30
+
+    def pump(*cpus: float) -> run.Measurement:
+        runs = [{"bytes": gib, "seconds": 0.2, "client_cpu": cpu / 2, "server_cpu": cpu / 2}
+                for cpu in cpus]
+        return _measurement("bulk/trio", "MiB/s", runs)
+
+    mux = _measurement("bulk/muxstream", "MiB/s", [{"bytes": gib, "seconds": 0.4}])
+    target = next(t for t in run.TARGETS if t.key == "bulk/muxstream" and t.loopback_mode)
+    fast = run.evaluate(target, {"bulk/trio": pump(0.3), "bulk/muxstream": mux})
+    assert fast["status"] == "MISS" and "fast mode, 0.30 CPU s/GiB" in fast["note"]
+    slow = run.evaluate(target, {"bulk/trio": pump(0.8, 0.7), "bulk/muxstream": mux})
+    assert "slow mode, 0.70-0.80 CPU s/GiB" in slow["note"]
+    mixed = run.evaluate(target, {"bulk/trio": pump(0.3, 0.8, 0.35), "bulk/muxstream": mux})
+    assert "fast mode in 2 of 3 runs, 0.30-0.80 CPU s/GiB" in mixed["note"]
+    assert f"| MISS ({fast['note']}) |" in run.render([], [fast], [])
+    other = next(t for t in run.TARGETS if t.reference == "go/bulk")
+    assert "note" not in run.evaluate(
+        other, {"go/bulk": pump(0.3), "bulk/muxstream": mux})
+
+
 def test_render_shows_values_ratios_and_reasons() -> None:
     trio = _measurement("bulk/trio", "MiB/s", [{"bytes": 2**30, "seconds": 1.0}], "bulk/trio")
     mux = _measurement("bulk/muxstream", "MiB/s", [], "bulk/trio")
