@@ -69,9 +69,11 @@ def _spin(seconds: float) -> None:
         pass
 
 
-async def _read_exactly(sock: trio.socket.SocketType, n: int) -> int:
+async def _read_exactly(sock: trio.socket.SocketType, n: int, into: _Handoff | None = None) -> int:
     """Read ``n`` bytes from the non-blocking ``sock``, each read into a fresh
-    ``bytes`` (``os.read``); how many came before EOF."""
+    ``bytes`` (``os.read``); how many came before EOF. With ``into``, each piece
+    read is handed to it as read, as muxstream's reader hands a DATA payload's
+    pieces to its stream."""
     fd, got = sock.fileno(), 0
     while got < n:
         try:
@@ -82,6 +84,10 @@ async def _read_exactly(sock: trio.socket.SocketType, n: int) -> int:
         if not data:
             return got
         got += len(data)
+        if into is not None:
+            into.pieces.append(data)
+            into.queued += len(data)
+            into.wake("taker")
     return got
 
 
@@ -181,25 +187,6 @@ async def _read_whole(sock: trio.socket.SocketType, n: int, into: _Handoff) -> i
     return got
 
 
-async def _read_pieces(sock: trio.socket.SocketType, n: int, into: _Handoff) -> int:
-    """``_read_exactly``, handing each piece read to ``into`` as muxstream's
-    reader hands a DATA payload's pieces to its stream."""
-    fd, got = sock.fileno(), 0
-    while got < n:
-        try:
-            data = os.read(fd, n - got)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            continue
-        if not data:
-            return got
-        got += len(data)
-        into.pieces.append(data)
-        into.queued += len(data)
-        into.wake("taker")
-    return got
-
-
 async def _serve(case: str, spin_recv: float, report: int) -> None:
     done = trio.Event()
 
@@ -210,7 +197,7 @@ async def _serve(case: str, spin_recv: float, report: int) -> None:
                 total += len(data)
         elif case in ("tasks", "tasks-recv", "tasks-recv-whole"):
             sock, pieces = stream.socket, _Handoff(4 << 20)
-            read_payload = _read_whole if case == "tasks-recv-whole" else _read_pieces
+            read_payload = _read_whole if case == "tasks-recv-whole" else _read_exactly
 
             async def reader() -> None:
                 while await _read_exactly(sock, len(HEADER)) == len(HEADER):
