@@ -85,9 +85,7 @@ async def _read_exactly(sock: trio.socket.SocketType, n: int, into: _Handoff | N
             return got
         got += len(data)
         if into is not None:
-            into.pieces.append(data)
-            into.queued += len(data)
-            into.wake("taker")
+            into.push(data)
     return got
 
 
@@ -133,15 +131,23 @@ class _Handoff:
         setattr(self, attr, trio.lowlevel.current_task())
         await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
-    async def put(self, piece: bytes | bytearray | memoryview) -> None:
-        """Queue ``piece``; wait while more than ``limit`` bytes are queued."""
+    def push(self, piece: bytes | bytearray | memoryview) -> None:
+        """Queue ``piece`` and wake the taker, without yielding."""
         self.pieces.append(piece)
         self.queued += len(piece)
         self.wake("taker")
+
+    async def yield_to_taker(self) -> None:
+        """The putter's one yield: wait while more than ``limit`` bytes are queued."""
         if self.queued > self.limit:
             await self.park("putter")
         else:
             await trio.lowlevel.checkpoint()
+
+    async def put(self, piece: bytes | bytearray | memoryview) -> None:
+        """Queue ``piece``, then yield (:meth:`push`, :meth:`yield_to_taker`)."""
+        self.push(piece)
+        await self.yield_to_taker()
 
     def close(self) -> None:
         self.closed = True
@@ -181,9 +187,7 @@ async def _read_whole(sock: trio.socket.SocketType, n: int, into: _Handoff) -> i
         got += count
     view.release()
     del buf[got:]
-    into.pieces.append(buf)
-    into.queued += got
-    into.wake("taker")
+    into.push(buf)
     return got
 
 
@@ -203,10 +207,7 @@ async def _serve(case: str, spin_recv: float, report: int) -> None:
                 while await _read_exactly(sock, len(HEADER)) == len(HEADER):
                     await read_payload(sock, CHUNK, pieces)
                     # one yield per chunk (muxstream's reader: per 256 KiB read)
-                    if pieces.queued > pieces.limit:
-                        await pieces.park("putter")
-                    else:
-                        await trio.lowlevel.checkpoint()
+                    await pieces.yield_to_taker()
                 pieces.close()
 
             async with trio.open_nursery() as nursery:
