@@ -99,6 +99,10 @@ class ReceiverTimers:
         _stream.Stream._take = take  # type: ignore[method-assign]  # noqa: SLF001
 
 
+def _us_per_chunk(cpu_s_per_gib: float) -> float:
+    return cpu_s_per_gib * CHUNK / (1 << 30) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="transfers per case (default 3)")
@@ -116,14 +120,14 @@ def main() -> None:
     for run in range(1, args.runs + 1):  # interleaved, so that drift hits both cases
         timers.reset()
         mib_s, _, server_cpu = run_case("muxstream", size)
-        cpu = server_cpu * (size / (1 << 30)) / chunks * 1e6
+        cpu = _us_per_chunk(server_cpu)
         parts = timers.totals()
         spent = sum(seconds for seconds, _ in parts.values()) / chunks * 1e6
         cells = "  ".join(f"{seconds / chunks * 1e6:>{len(part)}.1f} ({calls / chunks:.2f})"
                           for part, (seconds, calls) in parts.items())
         print(f"{run:>3} {'muxstream':9} {mib_s:>7,.0f} {cpu:>6.1f}  {cells}  {cpu - spent:>4.1f}")
         mib_s, _, server_cpu = run_case("trio", size)
-        raw.append(server_cpu * (size / (1 << 30)) / chunks * 1e6)
+        raw.append(_us_per_chunk(server_cpu))
         print(f"{run:>3} {'raw trio':9} {mib_s:>7,.0f} {raw[-1]:>6.1f}")
     print(f"raw trio's receiver: median {statistics.median(raw):.1f} us per chunk")
 
